@@ -1,0 +1,2 @@
+//! rmirror: mirror public archives over the rsync wire protocol.
+pub mod proto;

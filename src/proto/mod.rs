@@ -1,0 +1,2 @@
+//! The rsync wire protocol as pure code over bytes: no I/O, no clock.
+pub mod wire;
