@@ -1,2 +1,14 @@
-//! rmirror: mirror public archives over the rsync wire protocol.
+//! rmirror: mirror public archives over the rsync wire protocol, with no rsync
+//! binary. Layers (dependencies point down): `proto`/`checksum` (pure code over
+//! bytes), `transport` (tokio), `engine` (one transfer, confined to DEST),
+//! `cli`. `recent` and `iim` hold the pure parsers for instant mirroring.
+pub mod checksum;
+pub mod cli;
+pub mod engine;
+pub mod exit;
+pub mod filter;
+pub mod iim;
 pub mod proto;
+pub mod recent;
+pub mod text;
+pub mod transport;

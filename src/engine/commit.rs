@@ -1,0 +1,252 @@
+//! Publishing a finished run: staged files and symlinks are renamed into place
+//! together at the end (rsync's `--delay-updates`), hard links are made, then
+//! deletions run (rsync's `--delete-after`, skipped when the server reported an
+//! I/O error, bounded by `--max-delete`), then directory times and permissions
+//! are set deepest first. Leftover temp files from killed runs are removed.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::engine::dest::{self, DirCache, Kind};
+use crate::engine::generator::{is_dir, Ctx, Staged};
+use crate::engine::monitor::Item;
+use crate::filter::FilterList;
+
+/// What to do about extraneous files.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOpts {
+    pub delete: bool,
+    pub max_delete: Option<u64>,
+    /// Deletions are unsafe (the server reported an I/O error).
+    pub io_error: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct CommitReport {
+    pub published: u64,
+    pub deleted: u64,
+    /// Deletions skipped because of --max-delete.
+    pub delete_limited: bool,
+    pub errors: u64,
+    /// Deletions were skipped because of a server I/O error.
+    pub delete_skipped_io: bool,
+}
+
+fn err(ctx: &Ctx, name: &[u8], e: impl std::fmt::Display) {
+    ctx.monitor.local_error(&format!("{}: {}", crate::text::escape_name(name), e));
+}
+
+/// Rename staged temps into place, in list order.
+pub fn publish(ctx: &Ctx, staged: &mut Vec<Staged>, rep: &mut CommitReport) {
+    staged.sort_by_key(|s| s.ndx);
+    let mut cache = DirCache::new(ctx.dest.clone());
+    for s in staged.iter() {
+        let Some(e) = ctx.entry(s.ndx) else { continue };
+        let r = (|| -> std::io::Result<()> {
+            let (dir, base) = cache.parent_of(&e.name)?;
+            if let Some(m) = dir.stat(base)? {
+                if m.kind == Kind::Dir {
+                    dir.remove_all(base)?;
+                }
+            }
+            dir.rename(&s.tmp, &dir, base)
+        })();
+        match r {
+            Ok(()) => rep.published += 1,
+            Err(x) => {
+                rep.errors += 1;
+                err(ctx, &e.name, x);
+                if let Ok((d, _)) = cache.parent_of(&e.name) {
+                    let _ = d.unlink(&s.tmp);
+                }
+            }
+        }
+    }
+}
+
+/// Make hard-link followers point at their leader's published file.
+pub fn link_followers(ctx: &Ctx, followers: &[usize], rep: &mut CommitReport) {
+    let mut cache = DirCache::new(ctx.dest.clone());
+    let mut cache2 = DirCache::new(ctx.dest.clone());
+    for &f in followers {
+        let (Some(e), Some(&l)) = (ctx.entry(f), ctx.hl_leader.get(&f)) else { continue };
+        let Some(le) = ctx.entry(l) else { continue };
+        let r = (|| -> std::io::Result<()> {
+            let (ldir, lbase) = cache.parent_of(&le.name)?;
+            let (fdir, fbase) = cache2.parent_of(&e.name)?;
+            match ldir.stat(lbase)? {
+                Some(m) if m.kind == Kind::File => {}
+                _ => return Err(std::io::Error::other("hard-link leader is missing")),
+            }
+            let tmp = dest::tmp_name(fbase, ctx.unique());
+            ldir.link(lbase, &fdir, &tmp)?;
+            if let Some(m) = fdir.stat(fbase)? {
+                if m.kind == Kind::Dir {
+                    fdir.remove_all(fbase)?;
+                }
+            }
+            fdir.rename(&tmp, &fdir, fbase).inspect_err(|_| {
+                let _ = fdir.unlink(&tmp);
+            })
+        })();
+        match r {
+            Ok(()) => rep.published += 1,
+            Err(x) => {
+                rep.errors += 1;
+                err(ctx, &e.name, x);
+            }
+        }
+    }
+}
+
+/// Directories of the list whose contents the list describes completely.
+fn content_dirs(ctx: &Ctx) -> Vec<usize> {
+    ctx.list
+        .entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let e = e.as_ref()?;
+            (is_dir(e.mode) && e.flags & crate::proto::flist::FLAG_CONTENT_DIR != 0).then_some(i)
+        })
+        .collect()
+}
+
+/// Remove temp leftovers and (with --delete) extraneous entries, then set
+/// directory attributes deepest first.
+pub fn delete_and_finish_dirs(ctx: &Ctx, filters: &FilterList, d: &DeleteOpts, rep: &mut CommitReport) {
+    let dirs = content_dirs(ctx);
+    // Names present in the list, grouped by parent directory.
+    let mut children: HashMap<&[u8], HashSet<&[u8]>> = HashMap::new();
+    for e in ctx.list.entries.iter().flatten() {
+        if e.name == b"." {
+            continue;
+        }
+        let (p, b) = dest::split_parent(&e.name);
+        children.entry(p).or_default().insert(b);
+    }
+    let mut cache = DirCache::new(ctx.dest.clone());
+    let mut deleted = 0u64;
+    if d.delete && d.io_error {
+        rep.delete_skipped_io = true;
+        ctx.monitor.local_error("IO error encountered -- skipping file deletion");
+    }
+    for &i in &dirs {
+        let Some(e) = ctx.entry(i) else { continue };
+        let dname: &[u8] = if e.name == b"." { b"" } else { &e.name };
+        let dir = match cache.dir(dname) {
+            Ok(h) => h,
+            Err(_) => continue,
+        };
+        let Ok(names) = dir.list() else { continue };
+        let empty = HashSet::new();
+        let keep = children.get(dname).unwrap_or(&empty);
+        let mut extraneous: Vec<Vec<u8>> = Vec::new();
+        for n in names {
+            if keep.contains(n.as_slice()) {
+                continue;
+            }
+            if dest::is_tmp_name(&n) {
+                if !d.dry_run {
+                    let _ = dir.remove_all(&n);
+                }
+                continue;
+            }
+            extraneous.push(n);
+        }
+        if !d.delete || d.io_error {
+            continue;
+        }
+        extraneous.sort();
+        for n in extraneous {
+            let mut full = dname.to_vec();
+            if !full.is_empty() {
+                full.push(b'/');
+            }
+            full.extend_from_slice(&n);
+            let meta = dir.stat(&n).ok().flatten();
+            let is_d = meta.map(|m| m.kind == Kind::Dir).unwrap_or(false);
+            if filters.protects(&full, is_d) {
+                continue;
+            }
+            if let Some(max) = d.max_delete {
+                if deleted >= max {
+                    rep.delete_limited = true;
+                    continue;
+                }
+            }
+            ctx.monitor.item(&Item {
+                code: "*deleting".into(),
+                name: full.clone(),
+                is_dir: is_d,
+                link_target: None,
+                hardlink_to: None,
+            });
+            deleted += 1;
+            if d.dry_run {
+                continue;
+            }
+            if let Err(x) = dir.remove_all(&n) {
+                rep.errors += 1;
+                err(ctx, &full, x);
+            }
+        }
+    }
+    rep.deleted = deleted;
+    if rep.delete_limited {
+        ctx.monitor.local_error(&format!(
+            "Deletions stopped due to --max-delete limit ({} skipped)",
+            "some"
+        ));
+    }
+    if d.dry_run {
+        return;
+    }
+    // Directory attributes, deepest first so setting a parent's mtime sticks.
+    let mut all_dirs: Vec<usize> = ctx
+        .list
+        .entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.as_ref().filter(|e| is_dir(e.mode)).map(|_| i))
+        .collect();
+    all_dirs.sort_by_key(|&i| std::cmp::Reverse(ctx.entry(i).map(|e| depth(&e.name)).unwrap_or(0)));
+    for i in all_dirs {
+        let Some(e) = ctx.entry(i) else { continue };
+        let r = (|| -> std::io::Result<()> {
+            let (dir, base): (dest::DirHandle, &[u8]) =
+                if e.name == b"." { (ctx.dest.root().clone(), b".") } else { cache.parent_of(&e.name)? };
+            let Some(m) = dir.stat(base)? else { return Ok(()) };
+            if m.kind != Kind::Dir {
+                return Ok(());
+            }
+            let want_mode = if ctx.opts.perms { e.mode & 0o7777 } else { m.mode & 0o7777 | 0o700 };
+            if (m.mode & 0o7777) != want_mode {
+                dir.chmod(base, want_mode)?;
+            }
+            if ctx.opts.am_root && (ctx.opts.owner || ctx.opts.group) {
+                let uid = e.uid.filter(|_| ctx.opts.owner);
+                let gid = e.gid.filter(|_| ctx.opts.group);
+                if uid.is_some_and(|u| u != m.uid) || gid.is_some_and(|g| g != m.gid) {
+                    dir.chown(base, uid, gid)?;
+                }
+            }
+            if ctx.opts.times && (m.mtime != e.mtime || (ctx.protocol >= 31 && m.mtime_nsec != e.mtime_nsec)) {
+                dir.set_mtime(base, e.mtime, e.mtime_nsec)?;
+            }
+            Ok(())
+        })();
+        if let Err(x) = r {
+            rep.errors += 1;
+            err(ctx, &e.name, x);
+        }
+    }
+}
+
+fn depth(name: &[u8]) -> usize {
+    if name == b"." {
+        0
+    } else {
+        name.iter().filter(|&&b| b == b'/').count() + 1
+    }
+}

@@ -1,0 +1,465 @@
+//! The generator: walks the sorted file list, decides per entry (skip, fix
+//! attributes, create, transfer whole, transfer as a delta), creates
+//! directories, stages symlinks and devices, and produces file requests with
+//! the block sums of the basis file (`generator.c recv_generator`).
+//!
+//! Runs on a blocking thread: it stats and reads the destination.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::checksum::{self, CsumType, FileHasher, SumHead, SumParams};
+use crate::engine::dest::{self, DirCache, Kind, Meta};
+use crate::engine::monitor::{Item, Monitor};
+use crate::proto::flist::{FileEntry, FileList};
+use crate::proto::session::{ITEM_IS_NEW, ITEM_REPORT_SIZE, ITEM_REPORT_TIME};
+
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFLNK: u32 = 0o120000;
+
+pub fn is_reg(m: u32) -> bool {
+    m & S_IFMT == S_IFREG
+}
+pub fn is_dir(m: u32) -> bool {
+    m & S_IFMT == S_IFDIR
+}
+pub fn is_lnk(m: u32) -> bool {
+    m & S_IFMT == S_IFLNK
+}
+
+/// Local options that shape decisions (not sent to the server).
+#[derive(Debug, Clone)]
+pub struct LocalOpts {
+    pub perms: bool,
+    pub times: bool,
+    pub links: bool,
+    pub owner: bool,
+    pub group: bool,
+    pub devices: bool,
+    pub specials: bool,
+    pub hard_links: bool,
+    pub checksum: bool,
+    pub dry_run: bool,
+    pub am_root: bool,
+    pub block_size: Option<u32>,
+}
+
+/// Everything the generator, receiver and commit share for one run.
+pub struct Ctx {
+    pub list: Arc<FileList>,
+    pub dest: dest::Dest,
+    pub opts: LocalOpts,
+    pub protocol: i32,
+    pub sums: SumParams,
+    pub monitor: Arc<dyn Monitor>,
+    /// Follower index → leader index, for hard-link groups.
+    pub hl_leader: HashMap<usize, usize>,
+    pub tmp_counter: AtomicU64,
+}
+
+impl Ctx {
+    pub fn entry(&self, ndx: usize) -> Option<&FileEntry> {
+        self.list.entries.get(ndx).and_then(|e| e.as_ref())
+    }
+
+    /// A fresh unique suffix for temp names.
+    pub fn unique(&self) -> u64 {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        (std::process::id() as u64) << 32 | (n & 0xFFFF_FFFF)
+    }
+}
+
+/// Group hard-linked entries: the first in sorted order leads, the rest follow.
+pub fn hard_link_leaders(list: &FileList) -> HashMap<usize, usize> {
+    let mut first: HashMap<_, usize> = HashMap::new();
+    let mut out = HashMap::new();
+    for (i, e) in list.entries.iter().enumerate() {
+        let Some(e) = e else { continue };
+        if !is_reg(e.mode) {
+            continue;
+        }
+        if let Some(key) = &e.hlink {
+            match first.get(key) {
+                Some(&l) => {
+                    out.insert(i, l);
+                }
+                None => {
+                    first.insert(key.clone(), i);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Something staged under a temp name, to be renamed into place at commit.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub ndx: usize,
+    pub tmp: Vec<u8>,
+}
+
+/// Messages from the generator to the driver.
+#[derive(Debug)]
+pub enum GenOut {
+    Request { ndx: i32, iflags: u16, head: SumHead, sums: Vec<u8> },
+    /// All requests of this pass were sent.
+    PhaseDone(GenReport),
+}
+
+/// What a generator pass leaves for the commit step.
+#[derive(Debug, Default)]
+pub struct GenReport {
+    pub staged: Vec<Staged>,
+    /// Followers to (re)link to their leader at commit.
+    pub links: Vec<usize>,
+    pub requested: Vec<usize>,
+    pub errors: u64,
+    /// Bytes of files considered (for --stats).
+    pub total_size: i64,
+}
+
+fn same_mtime(ctx: &Ctx, e: &FileEntry, m: &Meta) -> bool {
+    if e.mtime != m.mtime {
+        return false;
+    }
+    // Sub-second times are on the wire only from protocol 31 on.
+    ctx.protocol < 31 || e.mtime_nsec == m.mtime_nsec
+}
+
+fn perms_differ(ctx: &Ctx, e: &FileEntry, m: &Meta) -> bool {
+    ctx.opts.perms && (e.mode & 0o7777) != (m.mode & 0o7777)
+}
+
+fn item(code: &str, e: &FileEntry) -> Item {
+    Item {
+        code: code.to_string(),
+        name: e.name.clone(),
+        is_dir: is_dir(e.mode),
+        link_target: if is_lnk(e.mode) { e.link_target.clone() } else { None },
+        hardlink_to: None,
+    }
+}
+
+/// Attribute part of an itemize code: `c s t p o g u a x` (9 chars).
+fn attr_code(size: bool, time: bool, perms: bool, owner: bool, group: bool) -> String {
+    let mut s = String::with_capacity(9);
+    s.push('.');
+    s.push(if size { 's' } else { '.' });
+    s.push(if time { 't' } else { '.' });
+    s.push(if perms { 'p' } else { '.' });
+    s.push(if owner { 'o' } else { '.' });
+    s.push(if group { 'g' } else { '.' });
+    s.push_str("...");
+    s
+}
+
+/// Compute the block sums of a basis file for a request.
+pub fn basis_sums(
+    dir: &dest::DirHandle,
+    base: &[u8],
+    size: i64,
+    sums: &SumParams,
+    protocol: i32,
+    redo: bool,
+    block_size: Option<u32>,
+) -> std::io::Result<(SumHead, Vec<u8>)> {
+    let digest_len = sums.kind.digest_len();
+    let head = checksum::sum_sizes_sqroot(size, protocol, digest_len, redo, block_size);
+    let mut f = dir.open_read(base)?;
+    let mut out = Vec::with_capacity(head.count as usize * (4 + head.s2length as usize));
+    let mut buf = vec![0u8; head.blength.max(1) as usize];
+    let mut d = [0u8; 64];
+    for i in 0..head.count as u32 {
+        let n = head.block_len(i);
+        f.read_exact(&mut buf[..n])?;
+        let s1 = checksum::checksum1(&buf[..n]);
+        out.extend_from_slice(&(s1 as i32).to_le_bytes());
+        let dl = checksum::checksum2(sums, &buf[..n], &mut d);
+        let take = (head.s2length as usize).min(dl);
+        out.extend_from_slice(&d[..take]);
+    }
+    Ok((head, out))
+}
+
+/// Whole-file checksum of a local file as the `-c` list carries it.
+fn local_file_checksum(dir: &dest::DirHandle, base: &[u8], kind: CsumType, protocol: i32) -> std::io::Result<Vec<u8>> {
+    let mut f = dir.open_read(base)?;
+    let params = SumParams { kind, seed: 0, proper_seed_order: true };
+    let mut h = if protocol < 30 && kind == CsumType::Md4Old {
+        FileHasher::new_unseeded(CsumType::Md4)
+    } else {
+        FileHasher::new_unseeded(params.kind)
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let mut d = [0u8; 64];
+    let n = h.finish(&mut d);
+    Ok(d[..n].to_vec())
+}
+
+/// Pass 0: walk the whole list.
+pub fn run_pass0(ctx: Arc<Ctx>, tx: mpsc::Sender<GenOut>) {
+    let mut rep = GenReport::default();
+    let mut cache = DirCache::new(ctx.dest.clone());
+    for ndx in 0..ctx.list.entries.len() {
+        let Some(e) = ctx.entry(ndx) else { continue };
+        rep.total_size += if is_reg(e.mode) { e.size } else { 0 };
+        match one_entry(&ctx, &mut cache, ndx, e, &mut rep, &tx) {
+            Ok(()) => {}
+            Err(err) => {
+                rep.errors += 1;
+                ctx.monitor.local_error(&format!("{}: {}", crate::text::escape_name(&e.name), err));
+            }
+        }
+    }
+    let _ = tx.blocking_send(GenOut::PhaseDone(rep));
+}
+
+/// The redo pass: re-request files whose verification failed, with full-length sums.
+pub fn run_redo(ctx: Arc<Ctx>, redo: Vec<usize>, tx: mpsc::Sender<GenOut>) {
+    let mut rep = GenReport::default();
+    let mut cache = DirCache::new(ctx.dest.clone());
+    for ndx in redo {
+        let Some(e) = ctx.entry(ndx) else { continue };
+        let r = (|| -> std::io::Result<()> {
+            let (dir, base) = cache.parent_of(&e.name)?;
+            let (head, sums) = match dir.stat(base)? {
+                Some(m) if m.kind == Kind::File && m.size > 0 => {
+                    basis_sums(&dir, base, m.size, &ctx.sums, ctx.protocol, true, ctx.opts.block_size)?
+                }
+                _ => (SumHead::default(), Vec::new()),
+            };
+            let _ = tx.blocking_send(GenOut::Request { ndx: ndx as i32, iflags: 0, head, sums });
+            rep.requested.push(ndx);
+            Ok(())
+        })();
+        if let Err(err) = r {
+            rep.errors += 1;
+            ctx.monitor.local_error(&format!("{}: {}", crate::text::escape_name(&e.name), err));
+        }
+    }
+    let _ = tx.blocking_send(GenOut::PhaseDone(rep));
+}
+
+fn one_entry(
+    ctx: &Ctx,
+    cache: &mut DirCache,
+    ndx: usize,
+    e: &FileEntry,
+    rep: &mut GenReport,
+    tx: &mpsc::Sender<GenOut>,
+) -> std::io::Result<()> {
+    let dry = ctx.opts.dry_run;
+    if e.name == b"." {
+        // The transfer root: DEST itself.
+        let m = ctx.dest.root().stat(b".")?;
+        if let Some(m) = m {
+            let t = ctx.opts.times && !same_mtime(ctx, e, &m);
+            let p = perms_differ(ctx, e, &m);
+            if t || p {
+                ctx.monitor.item(&item(&format!(".d{}", attr_code(false, t, p, false, false)), e));
+            }
+        }
+        return Ok(());
+    }
+    let (dir, base) = match cache.parent_of(&e.name) {
+        Ok(x) => x,
+        Err(err) if dry && err.kind() == std::io::ErrorKind::NotFound => {
+            // Parent does not exist yet (dry run): everything below is new.
+            let code = if is_dir(e.mode) {
+                "cd+++++++++"
+            } else if is_lnk(e.mode) {
+                "cL+++++++++"
+            } else {
+                ">f+++++++++"
+            };
+            ctx.monitor.item(&item(code, e));
+            return Ok(());
+        }
+        Err(err) => return Err(err),
+    };
+    let local = dir.stat(base)?;
+    let mode = e.mode;
+    if is_dir(mode) {
+        match local {
+            Some(m) if m.kind == Kind::Dir => {
+                let t = ctx.opts.times && !same_mtime(ctx, e, &m);
+                let p = perms_differ(ctx, e, &m);
+                if t || p {
+                    ctx.monitor.item(&item(&format!(".d{}", attr_code(false, t, p, false, false)), e));
+                }
+                if !dry && m.mode & 0o700 != 0o700 {
+                    // We must be able to create entries inside; final perms come at commit.
+                    dir.chmod(base, (m.mode | 0o700) & 0o7777)?;
+                }
+            }
+            other => {
+                ctx.monitor.item(&item("cd+++++++++", e));
+                if !dry {
+                    if other.is_some() {
+                        dir.remove_all(base)?;
+                        cache.invalidate();
+                    }
+                    dir.mkdir(base, 0o700)?;
+                }
+            }
+        }
+        return Ok(());
+    }
+    if is_lnk(mode) {
+        if !ctx.opts.links {
+            return Ok(());
+        }
+        let target = e.link_target.clone().unwrap_or_default();
+        if let Some(m) = local {
+            if m.kind == Kind::Symlink && dir.readlink(base)? == target {
+                let t = ctx.opts.times && !same_mtime(ctx, e, &m);
+                if t {
+                    ctx.monitor.item(&item(&format!(".L{}", attr_code(false, true, false, false, false)), e));
+                    if !dry {
+                        dir.set_mtime(base, e.mtime, e.mtime_nsec)?;
+                    }
+                }
+                return Ok(());
+            }
+        }
+        let code = if local.map(|m| m.kind == Kind::Symlink).unwrap_or(false) { "cLc.t......" } else { "cL+++++++++" };
+        ctx.monitor.item(&item(code, e));
+        if !dry {
+            let tmp = dest::tmp_name(base, ctx.unique());
+            dir.symlink(&target, &tmp)?;
+            if ctx.opts.times {
+                // Best effort: not every filesystem stores symlink times.
+                let _ = dir.set_mtime(&tmp, e.mtime, e.mtime_nsec);
+            }
+            if ctx.opts.am_root && (ctx.opts.owner || ctx.opts.group) {
+                let _ = dir.chown(&tmp, e.uid.filter(|_| ctx.opts.owner), e.gid.filter(|_| ctx.opts.group));
+            }
+            rep.staged.push(Staged { ndx, tmp });
+        }
+        return Ok(());
+    }
+    if !is_reg(mode) {
+        // Devices, fifos, sockets.
+        let is_dev = matches!(mode & S_IFMT, 0o020000 | 0o060000);
+        let wanted = if is_dev { ctx.opts.devices } else { ctx.opts.specials };
+        if !wanted || !ctx.opts.am_root {
+            return Ok(());
+        }
+        let rdev = e.rdev.map(|(ma, mi)| libc::makedev(ma, mi) as u64).unwrap_or(0);
+        if let Some(m) = local {
+            if m.mode & S_IFMT == mode & S_IFMT && (!is_dev || m.rdev == rdev) {
+                return Ok(());
+            }
+        }
+        ctx.monitor.item(&item(if is_dev { "cD+++++++++" } else { "cS+++++++++" }, e));
+        if !dry {
+            let tmp = dest::tmp_name(base, ctx.unique());
+            dir.mknod(&tmp, mode, rdev)?;
+            rep.staged.push(Staged { ndx, tmp });
+        }
+        return Ok(());
+    }
+    // Regular file.
+    if let Some(&leader) = ctx.hl_leader.get(&ndx) {
+        // A hard-link follower: linked to its leader at commit unless already linked.
+        let le = ctx.entry(leader).map(|l| l.name.clone()).unwrap_or_default();
+        let already = match (local, cache.parent_of(&le).ok().and_then(|(d, b)| d.stat(b).ok().flatten())) {
+            (Some(a), Some(b)) => a.kind == Kind::File && a.dev == b.dev && a.ino == b.ino,
+            _ => false,
+        };
+        if !already {
+            let mut it = item("hf+++++++++", e);
+            it.hardlink_to = Some(le);
+            ctx.monitor.item(&it);
+            rep.links.push(ndx);
+        }
+        return Ok(());
+    }
+    let mut size_differs = true;
+    let mut time_differs = true;
+    if let Some(m) = local {
+        if m.kind == Kind::File {
+            size_differs = m.size != e.size;
+            time_differs = !same_mtime(ctx, e, &m);
+            let up_to_date = if ctx.opts.checksum {
+                !size_differs
+                    && match &e.checksum {
+                        Some(sum) => local_file_checksum(&dir, base, ctx.sums.kind, ctx.protocol)? == *sum,
+                        None => false,
+                    }
+            } else {
+                !size_differs && !time_differs
+            };
+            if up_to_date {
+                let t = ctx.opts.times && time_differs;
+                let p = perms_differ(ctx, e, &m);
+                let o = ctx.opts.am_root && ctx.opts.owner && e.uid.is_some_and(|u| u != m.uid);
+                let g = ctx.opts.am_root && ctx.opts.group && e.gid.is_some_and(|x| x != m.gid);
+                if t || p || o || g {
+                    ctx.monitor.item(&item(&format!(".f{}", attr_code(false, t, p, o, g)), e));
+                    if !dry {
+                        if p {
+                            dir.chmod(base, e.mode)?;
+                        }
+                        if o || g {
+                            dir.chown(base, e.uid.filter(|_| o), e.gid.filter(|_| g))?;
+                        }
+                        if t {
+                            dir.set_mtime(base, e.mtime, e.mtime_nsec)?;
+                        }
+                    }
+                }
+                return Ok(());
+            }
+        }
+    }
+    let new = !matches!(local, Some(m) if m.kind == Kind::File);
+    let code = if new {
+        ">f+++++++++".to_string()
+    } else {
+        let sum_c = if ctx.opts.checksum { 'c' } else { '.' };
+        let mut c = format!(">f{}", attr_code(size_differs, time_differs && ctx.opts.times, false, false, false));
+        c.replace_range(2..3, &sum_c.to_string());
+        c
+    };
+    ctx.monitor.item(&item(&code, e));
+    if dry {
+        return Ok(());
+    }
+    let (head, sums) = match local {
+        Some(m) if m.kind == Kind::File && m.size > 0 => {
+            basis_sums(&dir, base, m.size, &ctx.sums, ctx.protocol, false, ctx.opts.block_size)?
+        }
+        _ => (SumHead::default(), Vec::new()),
+    };
+    let mut iflags = 0u16;
+    if new {
+        iflags |= ITEM_IS_NEW;
+    } else {
+        if size_differs {
+            iflags |= ITEM_REPORT_SIZE;
+        }
+        if time_differs {
+            iflags |= ITEM_REPORT_TIME;
+        }
+    }
+    rep.requested.push(ndx);
+    if tx.blocking_send(GenOut::Request { ndx: ndx as i32, iflags, head, sums }).is_err() {
+        return Err(std::io::Error::other("transfer ended"));
+    }
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! One transfer, end to end: drives a [`ClientSession`] over a [`Connection`],
+//! runs the generator and receiver on blocking threads so hashing and disk I/O
+//! stay off the reactor, and publishes the result.
+//!
+//! Requests flow while earlier files are still arriving (the generator runs
+//! ahead through a bounded queue, as rsync's separate generator process does);
+//! the receiver is fed through a bounded queue too, so a slow disk slows the
+//! socket instead of growing memory.
+
+pub mod commit;
+pub mod dest;
+pub mod generator;
+pub mod monitor;
+pub mod receiver;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::exit::{ExitCode, IOERR_GENERAL, IOERR_VANISHED};
+use crate::filter::FilterList;
+use crate::proto::flist::FileList;
+use crate::proto::session::{ClientSession, Event, Negotiated, ServerStats, SessionConfig, SessionError};
+use crate::transport::{Connection, TransportError};
+
+use self::commit::{CommitReport, DeleteOpts};
+use self::generator::{Ctx, GenOut, GenReport, LocalOpts};
+use self::monitor::Monitor;
+use self::receiver::{Receiver, RecvIn, RecvReport};
+
+/// What to do with the file list once it arrives.
+#[derive(Clone)]
+pub struct SyncJob {
+    pub dest: PathBuf,
+    pub local: LocalOpts,
+    pub delete: DeleteOpts,
+    pub filters: Arc<FilterList>,
+    /// Only receive the file list (for `ls`); no transfer, no local effects.
+    pub list_only: bool,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub exit: Option<ExitCode>,
+    pub protocol: i32,
+    pub server_stats: Option<ServerStats>,
+    pub list: Option<Arc<FileList>>,
+    pub files_in_list: u64,
+    pub total_size: i64,
+    pub files_transferred: u64,
+    pub literal_bytes: u64,
+    pub matched_bytes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub published: u64,
+    pub deleted: u64,
+    pub local_errors: u64,
+    pub io_error: i32,
+    pub delete_skipped_io: bool,
+}
+
+impl SyncReport {
+    pub fn exit_code(&self) -> ExitCode {
+        self.exit.unwrap_or(ExitCode::Ok)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    #[error("{msg}")]
+    Local { msg: String, code: ExitCode },
+}
+
+impl SyncError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            SyncError::Session(e) => e.exit_code(),
+            SyncError::Transport(e) => e.exit_code(),
+            SyncError::Local { code, .. } => *code,
+        }
+    }
+
+    fn local(msg: impl Into<String>, code: ExitCode) -> Self {
+        SyncError::Local { msg: msg.into(), code }
+    }
+}
+
+/// Threads and queues of a running transfer.
+struct Running {
+    ctx: Arc<Ctx>,
+    recv_tx: Option<mpsc::Sender<RecvIn>>,
+    recv_join: Option<tokio::task::JoinHandle<Result<RecvReport, String>>>,
+    gen_reports: Vec<GenReport>,
+    /// A temp DEST used for a dry run against a missing destination.
+    scratch_dest: Option<PathBuf>,
+}
+
+/// Run one session to completion: module listing (module `None`), file
+/// listing (`job.list_only`), or a sync into `job.dest`.
+pub async fn run(
+    mut conn: Connection,
+    cfg: SessionConfig,
+    job: Option<SyncJob>,
+    mon: Arc<dyn Monitor>,
+) -> Result<SyncReport, SyncError> {
+    let mut session = ClientSession::new(cfg)?;
+    conn.send(session.take_output());
+    let mut state = Loop { job, mon: mon.clone(), running: None, negotiated: None, report: SyncReport::default() };
+    let (gen_tx, mut gen_rx) = mpsc::channel::<GenOut>(1024);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut keepalive = tokio::time::interval(Duration::from_secs(3600));
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    keepalive.tick().await;
+    let result: Result<(), SyncError> = async {
+        loop {
+            if !session.wants_input() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                g = gen_rx.recv() => {
+                    if let Some(g) = g {
+                        match g {
+                            GenOut::Request { ndx, iflags, head, sums } => session.request_file(ndx, iflags, head, &sums)?,
+                            GenOut::PhaseDone(rep) => {
+                                if let Some(r) = state.running.as_mut() { r.gen_reports.push(rep); }
+                                session.end_phase()?;
+                            }
+                        }
+                    }
+                }
+                r = conn.read(&mut buf) => {
+                    let n = r?;
+                    if n == 0 { session.handle_eof()?; } else { session.handle_input(&buf[..n])?; }
+                }
+                _ = keepalive.tick() => session.keepalive(),
+            }
+            while let Some(ev) = session.poll_event() {
+                if let Some(t) = state.handle(ev, &mut session, &gen_tx).await? {
+                    // The daemon's own timeout: keep the link alive well inside it.
+                    let secs = (t / 2).max(1) as u64;
+                    keepalive = tokio::time::interval(Duration::from_secs(secs));
+                    keepalive.tick().await;
+                }
+            }
+            conn.send(session.take_output());
+        }
+        Ok(())
+    }
+    .await;
+    state.report.bytes_read = conn.bytes_read;
+    let written = conn.bytes_written.clone();
+    if let Err(e) = &result {
+        session.abort(e.exit_code());
+        conn.send(session.take_output());
+    }
+    let _ = conn.finish().await;
+    state.report.bytes_written = written.load(std::sync::atomic::Ordering::Relaxed);
+    state.report.io_error = session.io_error();
+    // Wind down the receiver and publish what is complete.
+    let finish = state.finish(result.is_ok(), &session).await;
+    result?;
+    finish?;
+    Ok(state.report)
+}
+
+struct Loop {
+    job: Option<SyncJob>,
+    mon: Arc<dyn Monitor>,
+    running: Option<Running>,
+    negotiated: Option<Negotiated>,
+    report: SyncReport,
+}
+
+impl Loop {
+    /// Handle one event; returns a new idle timeout in seconds when the daemon set one.
+    async fn handle(
+        &mut self,
+        ev: Event,
+        session: &mut ClientSession,
+        gen_tx: &mpsc::Sender<GenOut>,
+    ) -> Result<Option<u32>, SyncError> {
+        match ev {
+            Event::Text(t) => self.mon.text(&t),
+            Event::ListingDone | Event::Finished => {}
+            Event::Negotiated(n) => {
+                self.report.protocol = n.protocol;
+                self.negotiated = Some(n);
+            }
+            Event::Message { kind, text } => self.mon.message(kind, &text),
+            Event::IoTimeout(t) => return Ok(Some(t)),
+            Event::FileList(list) => self.on_list(list, session, gen_tx)?,
+            Event::FileStart { ndx, head } => self.to_receiver(RecvIn::Start { ndx, head }).await?,
+            Event::Token { token, .. } => self.to_receiver(RecvIn::Token(token)).await?,
+            Event::FileEnd { checksum, .. } => self.to_receiver(RecvIn::End { checksum }).await?,
+            Event::NoSend(ndx) => self.to_receiver(RecvIn::NoSend(ndx)).await?,
+            Event::PhaseEnded(0) => {
+                let Some(ctx) = self.running.as_ref().map(|r| r.ctx.clone()) else {
+                    // Listing only, or nothing to transfer: end the redo phase at once.
+                    session.end_phase()?;
+                    return Ok(None);
+                };
+                let (tx, rx) = oneshot::channel();
+                self.to_receiver(RecvIn::Barrier(tx)).await?;
+                let redo = rx.await.map_err(|_| SyncError::local("receiver stopped", ExitCode::FileIo))?;
+                if redo.is_empty() {
+                    session.end_phase()?;
+                } else {
+                    let tx = gen_tx.clone();
+                    tokio::task::spawn_blocking(move || generator::run_redo(ctx, redo, tx));
+                }
+            }
+            Event::PhaseEnded(_) => {}
+            Event::Stats(s) => self.report.server_stats = Some(s),
+        }
+        Ok(None)
+    }
+
+    async fn to_receiver(&mut self, m: RecvIn) -> Result<(), SyncError> {
+        let Some(run) = self.running.as_mut() else {
+            return Err(SyncError::Session(SessionError::Violation("file data without a transfer".into())));
+        };
+        let Some(tx) = run.recv_tx.as_ref() else { return Ok(()) };
+        if tx.send(m).await.is_err() {
+            // The receiver stopped: surface its error.
+            let msg = match run.recv_join.take() {
+                Some(j) => match j.await {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(_)) => "receiver stopped early".into(),
+                    Err(e) => format!("receiver crashed: {e}"),
+                },
+                None => "receiver stopped".into(),
+            };
+            return Err(SyncError::Session(SessionError::Malformed(msg)));
+        }
+        Ok(())
+    }
+
+    fn on_list(
+        &mut self,
+        list: FileList,
+        session: &mut ClientSession,
+        gen_tx: &mpsc::Sender<GenOut>,
+    ) -> Result<(), SyncError> {
+        let list = Arc::new(list);
+        self.report.files_in_list = list.entries.iter().flatten().count() as u64;
+        self.report.list = Some(list.clone());
+        let Some(job) = self.job.clone() else {
+            return Err(SyncError::Session(SessionError::Violation("file list in a module listing".into())));
+        };
+        if !session.accepts_requests() {
+            return Ok(()); // empty list: the server is about to exit
+        }
+        if job.list_only {
+            session.end_phase()?;
+            return Ok(());
+        }
+        let n = self.negotiated.ok_or_else(|| SyncError::local("file list before negotiation", ExitCode::Protocol))?;
+        let mut scratch_dest = None;
+        let dest = if job.local.dry_run && !job.dest.exists() {
+            let p = std::env::temp_dir().join(format!(".rmirror-dry-{}-{}", std::process::id(), unique_nanos()));
+            scratch_dest = Some(p.clone());
+            dest::Dest::open(&p, true)
+        } else {
+            dest::Dest::open(&job.dest, !job.local.dry_run)
+        }
+        .map_err(|e| SyncError::local(format!("cannot open destination {}: {e}", job.dest.display()), ExitCode::FileIo))?;
+        let ctx = Arc::new(Ctx {
+            hl_leader: if job.local.hard_links { generator::hard_link_leaders(&list) } else { Default::default() },
+            list,
+            dest,
+            opts: job.local.clone(),
+            protocol: n.protocol,
+            sums: n.sums,
+            monitor: self.mon.clone(),
+            tmp_counter: AtomicU64::new(unique_nanos() & 0xFFFF),
+        });
+        let (recv_tx, recv_rx) = mpsc::channel::<RecvIn>(4096);
+        let receiver = Receiver::new(ctx.clone(), n.compression)
+            .map_err(|e| SyncError::local(format!("cannot start decompression: {e}"), ExitCode::Unsupported))?;
+        let recv_join = tokio::task::spawn_blocking(move || receiver.run(recv_rx));
+        let c2 = ctx.clone();
+        let tx = gen_tx.clone();
+        tokio::task::spawn_blocking(move || generator::run_pass0(c2, tx));
+        self.running =
+            Some(Running { ctx, recv_tx: Some(recv_tx), recv_join: Some(recv_join), gen_reports: vec![], scratch_dest });
+        Ok(())
+    }
+
+    /// Stop the receiver and publish. `ok` = the session completed.
+    async fn finish(&mut self, ok: bool, session: &ClientSession) -> Result<(), SyncError> {
+        let Some(mut run) = self.running.take() else {
+            self.report.exit = Some(self.exit_code(session, 0, false));
+            return Ok(());
+        };
+        drop(run.recv_tx.take());
+        let recv = match run.recv_join.take() {
+            Some(j) => match j.await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    self.mon.local_error(&e);
+                    RecvReport::default()
+                }
+                Err(e) => {
+                    self.mon.local_error(&format!("receiver crashed: {e}"));
+                    RecvReport::default()
+                }
+            },
+            None => RecvReport::default(),
+        };
+        let job = self.job.clone().expect("a transfer has a job");
+        let ctx = run.ctx.clone();
+        let gen_reports = std::mem::take(&mut run.gen_reports);
+        let io_error = session.io_error();
+        let deletions_unsafe = io_error & IOERR_GENERAL != 0;
+        let dry = job.local.dry_run;
+        let (commit, gen_errors, total_size) = tokio::task::spawn_blocking(move || {
+            let mut rep = CommitReport::default();
+            let mut staged: Vec<_> = gen_reports.iter().flat_map(|g| g.staged.iter().cloned()).collect();
+            staged.extend(recv.staged.iter().cloned());
+            let links: Vec<usize> = gen_reports.iter().flat_map(|g| g.links.iter().copied()).collect();
+            let gen_errors: u64 = gen_reports.iter().map(|g| g.errors).sum();
+            let total_size: i64 = gen_reports.first().map(|g| g.total_size).unwrap_or(0);
+            if !dry {
+                commit::publish(&ctx, &mut staged, &mut rep);
+                commit::link_followers(&ctx, &links, &mut rep);
+            }
+            if ok {
+                let d = DeleteOpts { io_error: deletions_unsafe, dry_run: dry, ..job.delete.clone() };
+                commit::delete_and_finish_dirs(&ctx, &job.filters, &d, &mut rep);
+            }
+            (rep, gen_errors + recv.failed.len() as u64, (total_size, recv))
+        })
+        .await
+        .map_err(|e| SyncError::local(format!("commit crashed: {e}"), ExitCode::FileIo))?;
+        if let Some(p) = run.scratch_dest.take() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        let (total, recv) = total_size;
+        self.report.total_size = total;
+        self.report.files_transferred = recv.files;
+        self.report.literal_bytes = recv.literal_bytes;
+        self.report.matched_bytes = recv.matched_bytes;
+        self.report.published = commit.published;
+        self.report.deleted = commit.deleted;
+        self.report.delete_skipped_io = commit.delete_skipped_io;
+        self.report.local_errors = gen_errors + commit.errors;
+        let local = self.report.local_errors > 0;
+        let mut code = self.exit_code(session, io_error, local);
+        if code == ExitCode::Ok && commit.delete_limited {
+            code = ExitCode::DelLimit;
+        }
+        self.report.exit = Some(code);
+        Ok(())
+    }
+
+    fn exit_code(&self, session: &ClientSession, io_error: i32, local_errors: bool) -> ExitCode {
+        if session.got_xfer_error() || local_errors || io_error & IOERR_GENERAL != 0 {
+            ExitCode::Partial
+        } else if io_error & IOERR_VANISHED != 0 {
+            ExitCode::Vanished
+        } else {
+            ExitCode::Ok
+        }
+    }
+}
+
+fn unique_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}

@@ -1,0 +1,334 @@
+//! The receiver: turns the sender's token stream for each requested file into a
+//! hidden temp file next to its final name, copying matched blocks from the
+//! basis, hashing everything written, and verifying the whole-file checksum
+//! (`receiver.c receive_data`). Verified files are staged for the commit step;
+//! a mismatch in the first pass asks for a redo, a second one is an error.
+//!
+//! Runs on a blocking thread, fed through a bounded channel in wire order.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::checksum::{FileHasher, SumHead};
+use crate::engine::dest::{self, DirCache, DirHandle};
+use crate::engine::generator::{Ctx, Staged};
+use crate::engine::monitor::Progress;
+use crate::proto::session::Token;
+use crate::proto::token::{Compression, TokenInflater};
+
+/// Input to the receiver, in wire order.
+#[derive(Debug)]
+pub enum RecvIn {
+    Start { ndx: i32, head: SumHead },
+    Token(Token),
+    End { checksum: Vec<u8> },
+    NoSend(i32),
+    /// Reply with the files that failed since the last barrier.
+    Barrier(oneshot::Sender<Vec<usize>>),
+}
+
+/// What the receiver leaves for the commit step.
+#[derive(Debug, Default)]
+pub struct RecvReport {
+    pub staged: Vec<Staged>,
+    /// Files that failed verification twice, or could not be written.
+    pub failed: Vec<usize>,
+    /// Files the sender could not send.
+    pub not_sent: Vec<usize>,
+    pub bytes_written: u64,
+    pub literal_bytes: u64,
+    pub matched_bytes: u64,
+    pub files: u64,
+}
+
+struct Current {
+    ndx: usize,
+    head: SumHead,
+    dir: DirHandle,
+    tmp: Vec<u8>,
+    out: Option<BufWriter<File>>,
+    basis: Option<File>,
+    hasher: FileHasher,
+    /// Something went wrong locally; keep consuming tokens, then fail the file.
+    broken: Option<String>,
+    written: u64,
+}
+
+pub struct Receiver {
+    ctx: Arc<Ctx>,
+    cache: DirCache,
+    inflater: Option<TokenInflater>,
+    cur: Option<Current>,
+    /// Files that failed verification once (pending redo).
+    pending_redo: Vec<usize>,
+    /// Files already retried once.
+    retried: std::collections::HashSet<usize>,
+    rep: RecvReport,
+    scratch: Vec<u8>,
+    block: Vec<u8>,
+    progress: Progress,
+}
+
+impl Receiver {
+    pub fn new(ctx: Arc<Ctx>, compression: Compression) -> Result<Self, String> {
+        let inflater = match compression {
+            Compression::None => None,
+            c => Some(TokenInflater::new(c, ctx.protocol)?),
+        };
+        let cache = DirCache::new(ctx.dest.clone());
+        Ok(Receiver {
+            ctx,
+            cache,
+            inflater,
+            cur: None,
+            pending_redo: vec![],
+            retried: Default::default(),
+            rep: RecvReport::default(),
+            scratch: Vec::new(),
+            block: Vec::new(),
+            progress: Progress::default(),
+        })
+    }
+
+    /// Consume messages until the channel closes.
+    pub fn run(mut self, mut rx: mpsc::Receiver<RecvIn>) -> Result<RecvReport, String> {
+        while let Some(m) = rx.blocking_recv() {
+            self.handle(m)?;
+        }
+        if let Some(c) = self.cur.take() {
+            // The stream ended inside a file: drop its temp.
+            let _ = c.dir.unlink(&c.tmp);
+        }
+        // Files still awaiting a redo that never came count as failed.
+        self.rep.failed.append(&mut self.pending_redo);
+        Ok(self.rep)
+    }
+
+    /// Remove every staged temp (used when the run is abandoned).
+    pub fn discard(rep: &RecvReport, ctx: &Ctx) {
+        let mut cache = DirCache::new(ctx.dest.clone());
+        for s in &rep.staged {
+            if let Some(e) = ctx.entry(s.ndx) {
+                if let Ok((d, _)) = cache.parent_of(&e.name) {
+                    let _ = d.unlink(&s.tmp);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, m: RecvIn) -> Result<(), String> {
+        match m {
+            RecvIn::Start { ndx, head } => self.start(ndx, head),
+            RecvIn::Token(t) => self.token(t),
+            RecvIn::End { checksum } => self.end(&checksum),
+            RecvIn::NoSend(ndx) => {
+                self.rep.not_sent.push(ndx as usize);
+                Ok(())
+            }
+            RecvIn::Barrier(reply) => {
+                let _ = reply.send(std::mem::take(&mut self.pending_redo));
+                Ok(())
+            }
+        }
+    }
+
+    fn start(&mut self, ndx: i32, head: SumHead) -> Result<(), String> {
+        if self.cur.is_some() {
+            return Err("file started before the previous one ended".into());
+        }
+        let ndx = ndx as usize;
+        let e = self.ctx.entry(ndx).ok_or_else(|| format!("server sent data for unknown index {ndx}"))?;
+        if let Some(inf) = self.inflater.as_mut() {
+            inf.start_file();
+        }
+        let hasher = FileHasher::new(&self.ctx.sums);
+        let mut broken = None;
+        let (dir, tmp, out, basis) = match self.cache.parent_of(&e.name) {
+            Ok((dir, base)) => {
+                let base = base.to_vec();
+                let basis = if head.count > 0 {
+                    match dir.open_read(&base) {
+                        Ok(f) => Some(f),
+                        Err(err) => {
+                            broken = Some(format!("cannot open basis file: {err}"));
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let mut out = None;
+                let mut tmp = Vec::new();
+                for _ in 0..8 {
+                    tmp = dest::tmp_name(&base, self.ctx.unique());
+                    match dir.create_excl(&tmp) {
+                        Ok(f) => {
+                            out = Some(BufWriter::with_capacity(1 << 20, f));
+                            break;
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                        Err(err) => {
+                            broken = Some(format!("cannot create temp file: {err}"));
+                            break;
+                        }
+                    }
+                }
+                if out.is_none() && broken.is_none() {
+                    broken = Some("cannot find a free temp name".into());
+                }
+                (dir, tmp, out, basis)
+            }
+            Err(err) => {
+                broken = Some(err.to_string());
+                (self.ctx.dest.root().clone(), Vec::new(), None, None)
+            }
+        };
+        self.cur = Some(Current { ndx, head, dir, tmp, out, basis, hasher, broken, written: 0 });
+        Ok(())
+    }
+
+    fn token(&mut self, t: Token) -> Result<(), String> {
+        let Some(cur) = self.cur.as_mut() else { return Err("data outside a file".into()) };
+        match t {
+            Token::Data(d) => match self.inflater.as_mut() {
+                Some(inf) => {
+                    // Output per call is bounded; drain a large expansion piecewise.
+                    self.scratch.clear();
+                    let mut more = inf.data(&d, &mut self.scratch)?;
+                    loop {
+                        self.rep.literal_bytes += self.scratch.len() as u64;
+                        write_out(cur, &self.scratch);
+                        if !more {
+                            break;
+                        }
+                        self.scratch.clear();
+                        more = inf.drain(&mut self.scratch)?;
+                    }
+                }
+                None => {
+                    self.rep.literal_bytes += d.len() as u64;
+                    write_out(cur, &d);
+                }
+            },
+            Token::Blocks { first, count } => {
+                for i in first..first.saturating_add(count) {
+                    if i >= cur.head.count as u32 {
+                        return Err(format!("Invalid block index {i}"));
+                    }
+                    let len = cur.head.block_len(i);
+                    let off = i as u64 * cur.head.blength as u64;
+                    self.block.resize(len, 0);
+                    match cur.basis.as_ref() {
+                        Some(b) => {
+                            if let Err(err) = b.read_exact_at(&mut self.block, off) {
+                                // The basis changed under us; the checksum will catch it.
+                                cur.broken.get_or_insert(format!("basis file shrank: {err}"));
+                                self.block.iter_mut().for_each(|x| *x = 0);
+                            }
+                        }
+                        None => {
+                            cur.broken.get_or_insert("block reference without a basis file".into());
+                        }
+                    }
+                    if let Some(inf) = self.inflater.as_mut() {
+                        inf.block_seen(&self.block)?;
+                    }
+                    self.rep.matched_bytes += len as u64;
+                    write_out(cur, &self.block);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, checksum: &[u8]) -> Result<(), String> {
+        let Some(mut cur) = self.cur.take() else { return Err("file end outside a file".into()) };
+        if let Some(inf) = self.inflater.as_mut() {
+            inf.end_file()?;
+        }
+        let mut d = [0u8; 64];
+        let n = cur.hasher.finish(&mut d);
+        let ok_sum = &d[..n] == checksum;
+        let flushed = match cur.out.take() {
+            Some(w) => match w.into_inner() {
+                Ok(f) => Some(f),
+                Err(err) => {
+                    cur.broken.get_or_insert(format!("write failed: {}", err.error()));
+                    None
+                }
+            },
+            None => None,
+        };
+        self.progress.files_done += 1;
+        self.progress.bytes_received += cur.written;
+        self.ctx.monitor.progress(&self.progress);
+        if let Some(why) = cur.broken.take() {
+            let _ = cur.dir.unlink(&cur.tmp);
+            let name = self.ctx.entry(cur.ndx).map(|e| e.name.clone()).unwrap_or_default();
+            self.ctx.monitor.local_error(&format!("{}: {}", crate::text::escape_name(&name), why));
+            if !ok_sum && !self.retried.contains(&cur.ndx) {
+                self.retried.insert(cur.ndx);
+                self.pending_redo.push(cur.ndx);
+            } else {
+                self.rep.failed.push(cur.ndx);
+            }
+            return Ok(());
+        }
+        if !ok_sum {
+            let _ = cur.dir.unlink(&cur.tmp);
+            if self.retried.insert(cur.ndx) {
+                self.pending_redo.push(cur.ndx);
+            } else {
+                let name = self.ctx.entry(cur.ndx).map(|e| e.name.clone()).unwrap_or_default();
+                self.ctx.monitor.local_error(&format!(
+                    "{}: failed verification -- update discarded",
+                    crate::text::escape_name(&name)
+                ));
+                self.rep.failed.push(cur.ndx);
+            }
+            return Ok(());
+        }
+        let Some(f) = flushed else { return Ok(()) };
+        let e = self.ctx.entry(cur.ndx).ok_or("vanished entry")?;
+        let mode = if self.ctx.opts.perms { Some(e.mode & 0o7777) } else { Some(0o644) };
+        let mtime = if self.ctx.opts.times { Some((e.mtime, e.mtime_nsec)) } else { None };
+        let mut attr_ok = crate::engine::dest::set_file_attrs(&f, mode, mtime);
+        if attr_ok.is_ok() && self.ctx.opts.am_root && (self.ctx.opts.owner || self.ctx.opts.group) {
+            let uid = e.uid.filter(|_| self.ctx.opts.owner);
+            let gid = e.gid.filter(|_| self.ctx.opts.group);
+            attr_ok = rustix::fs::fchown(
+                &f,
+                uid.map(|u| rustix::fs::Uid::from_raw(u)),
+                gid.map(|g| rustix::fs::Gid::from_raw(g)),
+            )
+            .map_err(std::io::Error::from);
+        }
+        if let Err(err) = attr_ok {
+            let _ = cur.dir.unlink(&cur.tmp);
+            self.ctx.monitor.local_error(&format!("{}: {}", crate::text::escape_name(&e.name), err));
+            self.rep.failed.push(cur.ndx);
+            return Ok(());
+        }
+        self.rep.files += 1;
+        self.rep.bytes_written += cur.written;
+        self.rep.staged.push(Staged { ndx: cur.ndx, tmp: cur.tmp });
+        Ok(())
+    }
+}
+
+fn write_out(cur: &mut Current, data: &[u8]) {
+    cur.hasher.update(data);
+    cur.written += data.len() as u64;
+    if cur.broken.is_some() {
+        return;
+    }
+    if let Some(w) = cur.out.as_mut() {
+        if let Err(err) = w.write_all(data) {
+            cur.broken = Some(format!("write failed: {err}"));
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The thin async layer: a TCP connection to a daemon, split so that writing
+//! never waits on reading (a writer task drains an unbounded queue), with
+//! connect and idle timeouts. All protocol logic lives in `proto`.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::exit::ExitCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("failed to connect to {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("timed out connecting to {0}")]
+    ConnectTimeout(String),
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timeout: no data from the server for {0} seconds")]
+    Idle(u64),
+}
+
+impl TransportError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            TransportError::Connect { .. } | TransportError::Io(_) => ExitCode::SocketIo,
+            TransportError::ConnectTimeout(_) => ExitCode::ConTimeout,
+            TransportError::Idle(_) => ExitCode::Timeout,
+        }
+    }
+}
+
+/// An open connection: a read half, and a queue to a writer task.
+pub struct Connection {
+    rd: OwnedReadHalf,
+    tx: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    writer: Option<JoinHandle<std::io::Result<()>>>,
+    idle: Option<Duration>,
+    /// Bytes read and written, for statistics.
+    pub bytes_read: u64,
+    pub bytes_written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    record: Option<Recorder>,
+}
+
+/// Records both directions of a session to files (for `protocol-fixtures/`).
+struct Recorder {
+    from_server: std::fs::File,
+}
+
+impl Connection {
+    /// Connect to `host:port` with an optional connect timeout.
+    pub async fn connect(host: &str, port: u16, contimeout: Option<Duration>) -> Result<Self, TransportError> {
+        let addr = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let fut = TcpStream::connect(addr.clone());
+        let stream = match contimeout {
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .map_err(|_| TransportError::ConnectTimeout(addr.clone()))?,
+            None => fut.await,
+        }
+        .map_err(|source| TransportError::Connect { addr: addr.clone(), source })?;
+        stream.set_nodelay(true).ok();
+        Ok(Self::from_stream(stream))
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Self {
+        let (rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let w2 = written.clone();
+        let record = std::env::var_os("RMIRROR_RECORD").and_then(|dir| {
+            let dir = std::path::PathBuf::from(dir);
+            std::fs::create_dir_all(&dir).ok()?;
+            let to = std::fs::File::create(dir.join("client.bin")).ok()?;
+            let from = std::fs::File::create(dir.join("server.bin")).ok()?;
+            Some((to, from))
+        });
+        let (rec_to, record) = match record {
+            Some((to, from)) => (Some(to), Some(Recorder { from_server: from })),
+            None => (None, None),
+        };
+        let writer = tokio::spawn(async move {
+            let mut rec_to = rec_to;
+            while let Some(buf) = rx.recv().await {
+                if let Some(f) = rec_to.as_mut() {
+                    use std::io::Write;
+                    let _ = f.write_all(&buf);
+                }
+                wr.write_all(&buf).await?;
+                w2.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            wr.shutdown().await.ok();
+            Ok(())
+        });
+        Connection { rd, tx: Some(tx), writer: Some(writer), idle: None, bytes_read: 0, bytes_written: written, record }
+    }
+
+    /// Fail reads that see no data for this long (`--timeout`).
+    pub fn set_idle_timeout(&mut self, t: Option<Duration>) {
+        self.idle = t;
+    }
+
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle
+    }
+
+    /// Queue bytes for sending.
+    pub fn send(&self, buf: Vec<u8>) {
+        if buf.is_empty() {
+            return;
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(buf);
+        }
+    }
+
+    /// Read some bytes (0 = EOF), honouring the idle timeout.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
+        let n = match self.idle {
+            Some(t) => tokio::time::timeout(t, self.rd.read(buf))
+                .await
+                .map_err(|_| TransportError::Idle(t.as_secs()))??,
+            None => self.rd.read(buf).await?,
+        };
+        self.bytes_read += n as u64;
+        if let Some(r) = self.record.as_mut() {
+            use std::io::Write;
+            let _ = r.from_server.write_all(&buf[..n]);
+        }
+        Ok(n)
+    }
+
+    /// Flush queued output and close our side.
+    pub async fn finish(mut self) -> Result<(), TransportError> {
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            match w.await {
+                Ok(r) => r?,
+                Err(e) => return Err(TransportError::Io(std::io::Error::other(e))),
+            }
+        }
+        Ok(())
+    }
+}
