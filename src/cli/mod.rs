@@ -312,6 +312,8 @@ async fn connect(spec: &url::RemoteSpec, conn: &ConnArgs) -> Result<Connection, 
 
 /// Prints for a terminal (or pipe) user.
 struct Printer {
+    /// Items reported (changes a sync would make or made).
+    items: std::sync::atomic::AtomicU64,
     quiet: bool,
     itemize: bool,
     collect: Option<Mutex<Vec<Item>>>,
@@ -342,6 +344,7 @@ impl Monitor for Printer {
         eprintln!("rmirror: {text}");
     }
     fn item(&self, item: &Item) {
+        self.items.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(c) = &self.collect {
             if let Ok(mut v) = c.lock() {
                 v.push(item.clone());
@@ -378,13 +381,15 @@ async fn cmd_ls(u: &str, conn: &ConnArgs) -> Result<ExitCode, CliError> {
         password: password(conn)?,
         opts,
     };
-    let mon: Arc<dyn Monitor> = Arc::new(Printer { quiet: conn.quiet, itemize: false, collect: None, verbose: 0 });
+    let mon: Arc<dyn Monitor> = Arc::new(Printer { items: Default::default(), quiet: conn.quiet, itemize: false, collect: None, verbose: 0 });
     let job = (!listing).then(|| SyncJob {
         dest: PathBuf::new(),
         local: local_opts(&XferArgs::default_for_ls(), true),
         delete: DeleteOpts::default(),
         filters: Arc::new(FilterList::new()),
         list_only: true,
+        requested: None,
+        recursive: false,
     });
     let rep = crate::engine::run(c, cfg, job, mon).await.map_err(|e| CliError { msg: e.to_string(), code: e.exit_code() })?;
     if let Some(list) = &rep.list {
@@ -587,6 +592,8 @@ async fn cmd_sync(
     };
     let dry = x.dry_run || mode != Mode::Sync;
     let root = am_root();
+    let requested = files_from.clone();
+    let files_from_recursive = files_from.is_none() || x.recursive;
     let opts = TransferOpts {
         recursive: files_from.is_none() || x.recursive,
         dirs: files_from.is_some(),
@@ -620,6 +627,7 @@ async fn cmd_sync(
     };
     let collect = (mode == Mode::CompareJson).then(|| Mutex::new(Vec::new()));
     let printer = Arc::new(Printer {
+        items: Default::default(),
         quiet: conn.quiet || mode == Mode::CompareJson,
         itemize: x.itemize_changes || mode == Mode::Compare,
         collect,
@@ -636,6 +644,8 @@ async fn cmd_sync(
         },
         filters: Arc::new(filters),
         list_only: false,
+        requested: requested.clone(),
+        recursive: files_from_recursive,
     };
     let c = connect(&spec, conn).await?;
     let mon: Arc<dyn Monitor> = printer.clone();
@@ -650,7 +660,7 @@ async fn cmd_sync(
         Mode::Sync => Ok(code),
         Mode::Compare | Mode::CompareJson => {
             let items: Vec<Item> = printer.collect.as_ref().and_then(|c| c.lock().ok().map(|v| v.clone())).unwrap_or_default();
-            let differ = if mode == Mode::CompareJson { !items.is_empty() } else { rep_differs(&rep, &printer) };
+            let differ = printer.items.load(std::sync::atomic::Ordering::Relaxed) > 0;
             if mode == Mode::CompareJson {
                 let doc = serde_json::json!({
                     "source": src,
@@ -674,14 +684,6 @@ async fn cmd_sync(
         }
     }
 }
-
-/// Compare mode without JSON: we printed lines as we went; count them via a second look.
-fn rep_differs(_rep: &SyncReport, p: &Printer) -> bool {
-    // Items were printed directly; track count via a side channel.
-    ITEMS_SEEN.load(std::sync::atomic::Ordering::Relaxed) > 0 || p.collect.is_some()
-}
-
-static ITEMS_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn print_stats(r: &SyncReport) {
     println!();

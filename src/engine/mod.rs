@@ -40,6 +40,10 @@ pub struct SyncJob {
     pub filters: Arc<FilterList>,
     /// Only receive the file list (for `ls`); no transfer, no local effects.
     pub list_only: bool,
+    /// With `--files-from`: the names asked for; anything else is refused.
+    pub requested: Option<Vec<Vec<u8>>>,
+    /// Whether directories were asked for recursively.
+    pub recursive: bool,
 }
 
 /// The outcome of a run.
@@ -256,6 +260,7 @@ impl Loop {
         let Some(job) = self.job.clone() else {
             return Err(SyncError::Session(SessionError::Violation("file list in a module listing".into())));
         };
+        check_names(&list, &job)?;
         if !session.accepts_requests() {
             return Ok(()); // empty list: the server is about to exit
         }
@@ -373,6 +378,68 @@ impl Loop {
     }
 }
 
+/// Refuse names the server should never have sent: ones our own filter rules
+/// exclude, and (with `--files-from`) ones outside what we asked for —
+/// rsync 3.5.0's "rejecting excluded/unrequested file-list name" (exit 4).
+fn check_names(list: &FileList, job: &SyncJob) -> Result<(), SyncError> {
+    for e in list.entries.iter().flatten() {
+        if e.name == b"." {
+            continue;
+        }
+        let is_dir = generator::is_dir(e.mode);
+        if job.filters.excludes_from_transfer(&e.name, is_dir) {
+            return Err(SyncError::local(
+                format!("ERROR: rejecting excluded file-list name: {}", crate::text::escape_name(&e.name)),
+                ExitCode::Unsupported,
+            ));
+        }
+        if let Some(req) = &job.requested {
+            if !name_requested(&e.name, is_dir, req, job.recursive) {
+                return Err(SyncError::local(
+                    format!("ERROR: rejecting unrequested file-list name: {}", crate::text::escape_name(&e.name)),
+                    ExitCode::Unsupported,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True if `name` is a requested path, an implied parent directory of one, or
+/// (recursive) lies below a requested directory.
+pub fn name_requested(name: &[u8], is_dir: bool, requested: &[Vec<u8>], recursive: bool) -> bool {
+    requested.iter().any(|r| {
+        let r: &[u8] = r.strip_suffix(b"/").unwrap_or(r);
+        let r = r.strip_prefix(b"./").unwrap_or(r);
+        if name == r {
+            return true;
+        }
+        if is_dir && r.len() > name.len() && r.starts_with(name) && r[name.len()] == b'/' {
+            return true;
+        }
+        recursive && name.len() > r.len() && name.starts_with(r) && name[r.len()] == b'/'
+    })
+}
+
 fn unique_nanos() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_requested;
+
+    #[test]
+    fn requested_names() {
+        let req = vec![b"a/b/c.txt".to_vec(), b"d/".to_vec()];
+        assert!(name_requested(b"a/b/c.txt", false, &req, false));
+        assert!(name_requested(b"a", true, &req, false));
+        assert!(name_requested(b"a/b", true, &req, false));
+        assert!(!name_requested(b"a/b", false, &req, false));
+        assert!(!name_requested(b"a/x", false, &req, false));
+        assert!(name_requested(b"d", true, &req, false));
+        assert!(!name_requested(b"d/e", false, &req, false));
+        assert!(name_requested(b"d/e", false, &req, true));
+        assert!(!name_requested(b"dd/e", false, &req, true));
+    }
 }

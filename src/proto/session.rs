@@ -647,15 +647,24 @@ impl ClientSession {
             self.pending.extend_from_slice(rule);
         }
         put::i32(&mut self.pending, 0);
-        if let Some(names) = &self.cfg.opts.files_from {
-            // io.c forward_filesfrom_data: names NUL-terminated, then an empty name.
-            for n in names {
-                self.pending.extend_from_slice(n);
-                self.pending.push(0);
-            }
-            self.pending.push(0);
-        }
         self.cut_pending();
+        if let Some(names) = &self.cfg.opts.files_from {
+            // io.c forward_filesfrom_data: names NUL-terminated, then an empty
+            // name. Protocol 30 sends them outside the multiplexing
+            // (`start_filesfrom_forwarding`); 31+ inside MSG_DATA.
+            let mut raw = Vec::new();
+            for n in names {
+                raw.extend_from_slice(n);
+                raw.push(0);
+            }
+            raw.push(0);
+            if self.protocol == 30 {
+                self.out.extend_from_slice(&raw);
+            } else {
+                self.pending.extend_from_slice(&raw);
+                self.cut_pending();
+            }
+        }
         let o = &self.cfg.opts;
         let csum_len = self.sums.kind.digest_len();
         self.flist = Some(FlistDecoder::new(FlistOptions {
@@ -931,6 +940,8 @@ impl ClientSession {
             )));
         }
         let head = SumHead { count: r.i32()?, blength: r.i32()?, s2length: r.i32()?, remainder: r.i32()? };
+        head.validate(self.protocol, self.sums.kind.digest_len())
+            .map_err(|e| DecodeError::Malformed(format!("bad checksum header for index {ndx}: {e}")))?;
         // Match against our outstanding requests.
         loop {
             match self.outstanding.front().copied() {
@@ -956,7 +967,8 @@ impl ClientSession {
         self.ndx_in = st;
         self.data_pos += r.consumed();
         if let Some(f) = self.framer.as_mut() {
-            f.start_file();
+            // The framer refuses block indices beyond the echoed head.
+            f.start_file_with_blocks(head.count.max(0) as u32);
         }
         self.events.push_back(Event::FileStart { ndx, head });
         self.rx = Rx::Tokens { ndx, count: head.count };
