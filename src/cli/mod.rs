@@ -1,7 +1,7 @@
 //! The command line: declared once with clap, turned into validated settings,
 //! exiting with rsync's codes. Only this layer prints.
 
-pub mod url;
+pub use crate::remote as url;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use crate::checksum::CsumType;
 use crate::engine::commit::DeleteOpts;
 use crate::engine::generator::LocalOpts;
 use crate::engine::monitor::{Item, Monitor};
+use crate::engine::pull::PullSpec;
 use crate::engine::{SyncJob, SyncReport};
 use crate::exit::ExitCode;
 use crate::filter::FilterList;
@@ -542,9 +543,6 @@ async fn cmd_sync(
     mode: Mode,
 ) -> Result<ExitCode, CliError> {
     let spec = url::parse(src).map_err(CliError::syntax)?;
-    if spec.module.is_empty() {
-        return Err(CliError::syntax("the source names no module (use rmirror ls to list them)"));
-    }
     let filters = filters_in_order(m)?;
     let checksum_choice = match &x.checksum_choice {
         Some(s) if s.eq_ignore_ascii_case("auto") => None,
@@ -591,40 +589,28 @@ async fn cmd_sync(
         None => None,
     };
     let dry = x.dry_run || mode != Mode::Sync;
-    let root = am_root();
-    let requested = files_from.clone();
-    let files_from_recursive = files_from.is_none() || x.recursive;
-    let opts = TransferOpts {
-        recursive: files_from.is_none() || x.recursive,
-        dirs: files_from.is_some(),
-        links: true,
-        perms: true,
-        times: true,
-        hard_links: !x.no_hard_links,
-        owner: x.owner && root,
-        group: x.group && root,
-        devices: x.devices && root,
-        specials: x.devices && root,
-        checksum: x.checksum,
-        relative: files_from.is_some(),
-        numeric_ids: x.numeric_ids,
-        compress,
-        checksum_choice,
-        timeout: conn.timeout.map(|t| t as u32),
-        bwlimit: x.bwlimit,
-        block_size: x.block_size,
-        filter_rules: filters.wire_rules(32, false).map_err(|e| CliError::syntax(e.to_string()))?,
-        filter_rules_old: filters.wire_rules(28, false).map_err(|e| e.to_string()),
-        files_from,
-    };
-    let cfg = SessionConfig {
-        max_protocol: conn.protocol.unwrap_or(32),
-        module: Some(spec.module.clone()),
-        remote_paths: vec![spec.remote_arg()],
-        user: user_for(&spec),
-        password: password(conn)?,
-        opts,
-    };
+    let mut ps = PullSpec::new(spec, dest.clone());
+    ps.port = conn.port;
+    ps.protocol = conn.protocol;
+    ps.password = password(conn)?;
+    ps.timeout = conn.timeout.filter(|&t| t > 0).map(Duration::from_secs);
+    ps.contimeout = conn.contimeout.map(Duration::from_secs);
+    ps.delete = x.delete || mode != Mode::Sync;
+    ps.max_delete = x.max_delete;
+    ps.dry_run = dry;
+    ps.checksum = x.checksum;
+    ps.compress = compress;
+    ps.checksum_choice = checksum_choice;
+    ps.owner = x.owner;
+    ps.group = x.group;
+    ps.devices = x.devices;
+    ps.hard_links = !x.no_hard_links;
+    ps.numeric_ids = x.numeric_ids;
+    ps.bwlimit = x.bwlimit;
+    ps.block_size = x.block_size;
+    ps.filters = Arc::new(filters);
+    ps.recursive = files_from.is_none() || x.recursive;
+    ps.files_from = files_from;
     let collect = (mode == Mode::CompareJson).then(|| Mutex::new(Vec::new()));
     let printer = Arc::new(Printer {
         items: Default::default(),
@@ -633,23 +619,8 @@ async fn cmd_sync(
         collect,
         verbose: conn.verbose,
     });
-    let job = SyncJob {
-        dest: dest.clone(),
-        local: LocalOpts { owner: x.owner && root, group: x.group && root, ..local_opts(x, dry) },
-        delete: DeleteOpts {
-            delete: x.delete || mode != Mode::Sync,
-            max_delete: x.max_delete,
-            io_error: false,
-            dry_run: dry,
-        },
-        filters: Arc::new(filters),
-        list_only: false,
-        requested: requested.clone(),
-        recursive: files_from_recursive,
-    };
-    let c = connect(&spec, conn).await?;
     let mon: Arc<dyn Monitor> = printer.clone();
-    let rep = crate::engine::run(c, cfg, Some(job), mon)
+    let rep = crate::engine::pull::pull(&ps, mon)
         .await
         .map_err(|e| CliError { msg: e.to_string(), code: e.exit_code() })?;
     if x.stats && mode == Mode::Sync {

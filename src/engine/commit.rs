@@ -231,6 +231,8 @@ pub fn delete_and_finish_dirs(ctx: &Ctx, filters: &FilterList, d: &DeleteOpts, r
                     dir.chown(base, uid, gid)?;
                 }
             }
+            // Whole seconds decide for files (rsync's same_time); a directory we touch
+            // anyway gets its exact time, sub-second part included (protocol ≥ 31).
             if ctx.opts.times && (m.mtime != e.mtime || (ctx.protocol >= 31 && m.mtime_nsec != e.mtime_nsec)) {
                 dir.set_mtime(base, e.mtime, e.mtime_nsec)?;
             }

@@ -125,12 +125,11 @@ pub struct GenReport {
     pub total_size: i64,
 }
 
-fn same_mtime(ctx: &Ctx, e: &FileEntry, m: &Meta) -> bool {
-    if e.mtime != m.mtime {
-        return false;
-    }
-    // Sub-second times are on the wire only from protocol 31 on.
-    ctx.protocol < 31 || e.mtime_nsec == m.mtime_nsec
+/// rsync's `same_time()` with its default `--modify-window` of 0: whole
+/// seconds decide; nanoseconds are written when we set a time but never make a
+/// file look changed.
+fn same_mtime(_ctx: &Ctx, e: &FileEntry, m: &Meta) -> bool {
+    e.mtime == m.mtime
 }
 
 fn perms_differ(ctx: &Ctx, e: &FileEntry, m: &Meta) -> bool {

@@ -11,6 +11,7 @@ pub mod commit;
 pub mod dest;
 pub mod generator;
 pub mod monitor;
+pub mod pull;
 pub mod receiver;
 
 use std::path::PathBuf;

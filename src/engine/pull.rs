@@ -1,0 +1,180 @@
+//! The one entry point planners and the CLI use: describe a pull as a
+//! [`PullSpec`], get a [`SyncReport`]. It connects, builds the server argv and
+//! the local job from one set of options, and runs the session engine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::checksum::CsumType;
+use crate::remote::RemoteSpec;
+use crate::engine::commit::DeleteOpts;
+use crate::engine::generator::LocalOpts;
+use crate::engine::monitor::Monitor;
+use crate::engine::{SyncError, SyncJob, SyncReport};
+use crate::exit::ExitCode;
+use crate::filter::FilterList;
+use crate::proto::options::{CompressRequest, TransferOpts};
+use crate::proto::session::SessionConfig;
+use crate::transport::Connection;
+
+/// Everything that describes one pull.
+#[derive(Clone)]
+pub struct PullSpec {
+    pub source: RemoteSpec,
+    pub dest: PathBuf,
+    /// Overrides the URL's port; default 873.
+    pub port: Option<u16>,
+    /// Highest protocol to offer (default 32).
+    pub protocol: Option<i32>,
+    /// Login name; default the URL's user, `$USER`, `$LOGNAME`, then `nobody`.
+    pub user: Option<String>,
+    pub password: Option<Vec<u8>>,
+    pub timeout: Option<Duration>,
+    pub contimeout: Option<Duration>,
+    pub delete: bool,
+    pub max_delete: Option<u64>,
+    pub dry_run: bool,
+    pub checksum: bool,
+    pub compress: CompressRequest,
+    pub checksum_choice: Option<CsumType>,
+    /// Preserve owner/group/devices (effective only as root).
+    pub owner: bool,
+    pub group: bool,
+    pub devices: bool,
+    pub hard_links: bool,
+    pub numeric_ids: bool,
+    pub bwlimit: Option<u32>,
+    pub block_size: Option<u32>,
+    pub filters: Arc<FilterList>,
+    /// Pull exactly these names (relative to the source path) instead of a tree walk.
+    pub files_from: Option<Vec<Vec<u8>>>,
+    /// Recurse into directories (default true; with `files_from`, only when asked).
+    pub recursive: bool,
+}
+
+impl PullSpec {
+    /// A plain `-rlptH` pull of `source` into `dest`.
+    pub fn new(source: RemoteSpec, dest: impl Into<PathBuf>) -> Self {
+        PullSpec {
+            source,
+            dest: dest.into(),
+            port: None,
+            protocol: None,
+            user: None,
+            password: None,
+            timeout: None,
+            contimeout: None,
+            delete: false,
+            max_delete: None,
+            dry_run: false,
+            checksum: false,
+            compress: CompressRequest::Off,
+            checksum_choice: None,
+            owner: false,
+            group: false,
+            devices: false,
+            hard_links: true,
+            numeric_ids: false,
+            bwlimit: None,
+            block_size: None,
+            filters: Arc::new(FilterList::new()),
+            files_from: None,
+            recursive: true,
+        }
+    }
+
+    fn user(&self) -> String {
+        self.user
+            .clone()
+            .or_else(|| self.source.user.clone())
+            .or_else(|| std::env::var("USER").ok())
+            .or_else(|| std::env::var("LOGNAME").ok())
+            .unwrap_or_else(|| "nobody".into())
+    }
+
+    /// The session configuration and the local job this spec stands for.
+    pub fn build(&self) -> Result<(SessionConfig, SyncJob), SyncError> {
+        if self.source.module.is_empty() {
+            return Err(SyncError::Local {
+                msg: "the source names no module (use `rmirror ls` to list them)".into(),
+                code: ExitCode::Syntax,
+            });
+        }
+        let root = rustix::process::geteuid().is_root();
+        let filter_rules = self
+            .filters
+            .wire_rules(32, false)
+            .map_err(|e| SyncError::Local { msg: e.to_string(), code: ExitCode::Syntax })?;
+        let recursive = if self.files_from.is_some() { self.recursive } else { true };
+        let opts = TransferOpts {
+            recursive,
+            dirs: self.files_from.is_some(),
+            links: true,
+            perms: true,
+            times: true,
+            hard_links: self.hard_links,
+            owner: self.owner && root,
+            group: self.group && root,
+            devices: self.devices && root,
+            specials: self.devices && root,
+            checksum: self.checksum,
+            relative: self.files_from.is_some(),
+            numeric_ids: self.numeric_ids,
+            compress: self.compress,
+            checksum_choice: self.checksum_choice,
+            timeout: self.timeout.map(|t| t.as_secs() as u32),
+            bwlimit: self.bwlimit,
+            block_size: self.block_size,
+            filter_rules,
+            filter_rules_old: self.filters.wire_rules(28, false).map_err(|e| e.to_string()),
+            files_from: self.files_from.clone(),
+        };
+        let cfg = SessionConfig {
+            max_protocol: self.protocol.unwrap_or(32),
+            module: Some(self.source.module.clone()),
+            remote_paths: vec![self.source.remote_arg()],
+            user: self.user(),
+            password: self.password.clone(),
+            opts,
+        };
+        let job = SyncJob {
+            dest: self.dest.clone(),
+            local: LocalOpts {
+                perms: true,
+                times: true,
+                links: true,
+                owner: self.owner && root,
+                group: self.group && root,
+                devices: self.devices && root,
+                specials: self.devices && root,
+                hard_links: self.hard_links,
+                checksum: self.checksum,
+                dry_run: self.dry_run,
+                am_root: root,
+                block_size: self.block_size,
+            },
+            delete: DeleteOpts { delete: self.delete, max_delete: self.max_delete, io_error: false, dry_run: self.dry_run },
+            filters: self.filters.clone(),
+            list_only: false,
+            requested: self.files_from.clone(),
+            recursive,
+        };
+        Ok((cfg, job))
+    }
+
+    /// Connect to the daemon this spec names.
+    pub async fn connect(&self) -> Result<Connection, SyncError> {
+        let port = self.port.or(self.source.port).unwrap_or(873);
+        let mut c = Connection::connect(&self.source.host, port, self.contimeout).await?;
+        c.set_idle_timeout(self.timeout.filter(|t| !t.is_zero()));
+        Ok(c)
+    }
+}
+
+/// Run one pull to completion.
+pub async fn pull(spec: &PullSpec, mon: Arc<dyn Monitor>) -> Result<SyncReport, SyncError> {
+    let (cfg, job) = spec.build()?;
+    let conn = spec.connect().await?;
+    crate::engine::run(conn, cfg, Some(job), mon).await
+}
