@@ -391,6 +391,7 @@ async fn cmd_ls(u: &str, conn: &ConnArgs) -> Result<ExitCode, CliError> {
         list_only: true,
         requested: None,
         recursive: false,
+        numeric_ids: false,
     });
     let rep = crate::engine::run(c, cfg, job, mon).await.map_err(|e| CliError { msg: e.to_string(), code: e.exit_code() })?;
     if let Some(list) = &rep.list {

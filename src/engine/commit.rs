@@ -225,8 +225,8 @@ pub fn delete_and_finish_dirs(ctx: &Ctx, filters: &FilterList, d: &DeleteOpts, r
                 dir.chmod(base, want_mode)?;
             }
             if ctx.opts.am_root && (ctx.opts.owner || ctx.opts.group) {
-                let uid = e.uid.filter(|_| ctx.opts.owner);
-                let gid = e.gid.filter(|_| ctx.opts.group);
+                let uid = ctx.owner_of(e);
+                let gid = ctx.group_of(e);
                 if uid.is_some_and(|u| u != m.uid) || gid.is_some_and(|g| g != m.gid) {
                     dir.chown(base, uid, gid)?;
                 }

@@ -60,12 +60,31 @@ pub struct Ctx {
     pub monitor: Arc<dyn Monitor>,
     /// Follower index → leader index, for hard-link groups.
     pub hl_leader: HashMap<usize, usize>,
+    /// Remote id → local id, mapped by name (empty with --numeric-ids).
+    pub uid_map: HashMap<u32, u32>,
+    pub gid_map: HashMap<u32, u32>,
     pub tmp_counter: AtomicU64,
 }
 
 impl Ctx {
     pub fn entry(&self, ndx: usize) -> Option<&FileEntry> {
         self.list.entries.get(ndx).and_then(|e| e.as_ref())
+    }
+
+    /// The local owner for an entry (`-o`, root only), mapped by name like rsync.
+    pub fn owner_of(&self, e: &FileEntry) -> Option<u32> {
+        if !(self.opts.am_root && self.opts.owner) {
+            return None;
+        }
+        e.uid.map(|u| *self.uid_map.get(&u).unwrap_or(&u))
+    }
+
+    /// The local group for an entry (`-g`, root only), mapped by name like rsync.
+    pub fn group_of(&self, e: &FileEntry) -> Option<u32> {
+        if !(self.opts.am_root && self.opts.group) {
+            return None;
+        }
+        e.gid.map(|g| *self.gid_map.get(&g).unwrap_or(&g))
     }
 
     /// A fresh unique suffix for temp names.
@@ -349,7 +368,7 @@ fn one_entry(
                 let _ = dir.set_mtime(&tmp, e.mtime, e.mtime_nsec);
             }
             if ctx.opts.am_root && (ctx.opts.owner || ctx.opts.group) {
-                let _ = dir.chown(&tmp, e.uid.filter(|_| ctx.opts.owner), e.gid.filter(|_| ctx.opts.group));
+                let _ = dir.chown(&tmp, ctx.owner_of(e), ctx.group_of(e));
             }
             rep.staged.push(Staged { ndx, tmp });
         }
@@ -410,8 +429,8 @@ fn one_entry(
             if up_to_date {
                 let t = ctx.opts.times && time_differs;
                 let p = perms_differ(ctx, e, &m);
-                let o = ctx.opts.am_root && ctx.opts.owner && e.uid.is_some_and(|u| u != m.uid);
-                let g = ctx.opts.am_root && ctx.opts.group && e.gid.is_some_and(|x| x != m.gid);
+                let o = ctx.owner_of(e).is_some_and(|u| u != m.uid);
+                let g = ctx.group_of(e).is_some_and(|x| x != m.gid);
                 if t || p || o || g {
                     ctx.monitor.item(&item(&format!(".f{}", attr_code(false, t, p, o, g)), e));
                     if !dry {
@@ -419,7 +438,7 @@ fn one_entry(
                             dir.chmod(base, e.mode)?;
                         }
                         if o || g {
-                            dir.chown(base, e.uid.filter(|_| o), e.gid.filter(|_| g))?;
+                            dir.chown(base, ctx.owner_of(e).filter(|_| o), ctx.group_of(e).filter(|_| g))?;
                         }
                         if t {
                             dir.set_mtime(base, e.mtime, e.mtime_nsec)?;
@@ -465,4 +484,39 @@ fn one_entry(
         return Err(std::io::Error::other("transfer ended"));
     }
     Ok(())
+}
+
+/// Map the server's (id, name) pairs to local ids by name (`uidlist.c`):
+/// names unknown here keep their number; id 0 is never remapped.
+pub fn map_ids(names: &[(u32, Vec<u8>)], group: bool) -> HashMap<u32, u32> {
+    let mut out = HashMap::new();
+    for (id, name) in names {
+        if *id == 0 || name.is_empty() {
+            continue;
+        }
+        let Ok(cname) = std::ffi::CString::new(name.clone()) else { continue };
+        let local = if group { lookup_gid(&cname) } else { lookup_uid(&cname) };
+        if let Some(l) = local {
+            out.insert(*id, l);
+        }
+    }
+    out
+}
+
+fn lookup_uid(name: &std::ffi::CStr) -> Option<u32> {
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16384];
+    let mut res: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; buf outlives the result we read.
+    let rc = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut res) };
+    (rc == 0 && !res.is_null()).then_some(pwd.pw_uid)
+}
+
+fn lookup_gid(name: &std::ffi::CStr) -> Option<u32> {
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16384];
+    let mut res: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; buf outlives the result we read.
+    let rc = unsafe { libc::getgrnam_r(name.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut res) };
+    (rc == 0 && !res.is_null()).then_some(grp.gr_gid)
 }

@@ -45,6 +45,8 @@ pub struct SyncJob {
     pub requested: Option<Vec<Vec<u8>>>,
     /// Whether directories were asked for recursively.
     pub recursive: bool,
+    /// `--numeric-ids`: keep the server's ids instead of mapping names.
+    pub numeric_ids: bool,
 }
 
 /// The outcome of a run.
@@ -281,6 +283,8 @@ impl Loop {
         .map_err(|e| SyncError::local(format!("cannot open destination {}: {e}", job.dest.display()), ExitCode::FileIo))?;
         let ctx = Arc::new(Ctx {
             hl_leader: if job.local.hard_links { generator::hard_link_leaders(&list) } else { Default::default() },
+            uid_map: if job.local.owner && !job.numeric_ids { generator::map_ids(&list.uid_names, false) } else { Default::default() },
+            gid_map: if job.local.group && !job.numeric_ids { generator::map_ids(&list.gid_names, true) } else { Default::default() },
             list,
             dest,
             opts: job.local.clone(),

@@ -159,6 +159,7 @@ impl PullSpec {
             list_only: false,
             requested: self.files_from.clone(),
             recursive,
+            numeric_ids: self.numeric_ids,
         };
         Ok((cfg, job))
     }

@@ -298,8 +298,8 @@ impl Receiver {
         let mtime = if self.ctx.opts.times { Some((e.mtime, e.mtime_nsec)) } else { None };
         let mut attr_ok = crate::engine::dest::set_file_attrs(&f, mode, mtime);
         if attr_ok.is_ok() && self.ctx.opts.am_root && (self.ctx.opts.owner || self.ctx.opts.group) {
-            let uid = e.uid.filter(|_| self.ctx.opts.owner);
-            let gid = e.gid.filter(|_| self.ctx.opts.group);
+            let uid = self.ctx.owner_of(e);
+            let gid = self.ctx.group_of(e);
             attr_ok = rustix::fs::fchown(
                 &f,
                 uid.map(|u| rustix::fs::Uid::from_raw(u)),
