@@ -23,6 +23,24 @@ use crate::proto::session::{MsgKind, SessionConfig};
 use crate::text::escape_bytes;
 use crate::transport::Connection;
 
+
+/// Print a line to stdout; a closed pipe is not a crash (rsync's output
+/// functions ignore EPIPE too, and the run's exit status still tells).
+macro_rules! say {
+    ($($a:tt)*) => {{
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, $($a)*);
+    }};
+}
+
+/// Print a line to stderr, never panicking.
+macro_rules! warn {
+    ($($a:tt)*) => {{
+        let mut o = std::io::stderr().lock();
+        let _ = writeln!(o, $($a)*);
+    }};
+}
+
 const AFTER_HELP: &str = "Examples:\n  rmirror ls rsync://mirror.example.org/\n  rmirror sync -i --delete rsync://mirror.example.org/cpan/ /srv/cpan/\n  rmirror compare rsync://mirror.example.org/cpan/ /srv/cpan/";
 
 #[derive(Parser, Debug)]
@@ -213,7 +231,7 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("rmirror: cannot start the runtime: {e}");
+            warn!("rmirror: cannot start the runtime: {e}");
             return ExitCode::Unsupported.code();
         }
     };
@@ -227,7 +245,7 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
     match r {
         Ok(code) => code.code(),
         Err(e) => {
-            eprintln!("rmirror: {}", e.msg);
+            warn!("rmirror: {}", e.msg);
             e.code.code()
         }
     }
@@ -319,6 +337,8 @@ struct Printer {
     itemize: bool,
     collect: Option<Mutex<Vec<Item>>>,
     verbose: u8,
+    /// `--progress`: one line per received file with its size and the running totals.
+    progress: Option<Mutex<(u64, u64, std::time::Instant)>>,
 }
 
 impl Monitor for Printer {
@@ -334,15 +354,30 @@ impl Monitor for Printer {
         match kind {
             MsgKind::Info => {
                 if !self.quiet {
-                    println!("{t}");
+                    say!("{t}");
                 }
             }
-            MsgKind::Warning => eprintln!("{t}"),
-            MsgKind::Error | MsgKind::ErrorXfer => eprintln!("{t}"),
+            MsgKind::Warning => warn!("{t}"),
+            MsgKind::Error | MsgKind::ErrorXfer => warn!("{t}"),
         }
     }
     fn local_error(&self, text: &str) {
-        eprintln!("rmirror: {text}");
+        warn!("rmirror: {text}");
+    }
+    fn file_done(&self, name: &[u8], bytes: u64) {
+        let Some(p) = &self.progress else { return };
+        let Ok(mut g) = p.lock() else { return };
+        g.0 += 1;
+        g.1 += bytes;
+        let secs = g.2.elapsed().as_secs_f64().max(0.001);
+        say!(
+            "{}\n{:>15} 100% {:>10.2}MB/s  (xfr#{}, total {})",
+            crate::text::escape_name(name),
+            group_digits(bytes as i64),
+            g.1 as f64 / secs / 1e6,
+            g.0,
+            group_digits(g.1 as i64)
+        );
     }
     fn item(&self, item: &Item) {
         self.items.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -353,7 +388,7 @@ impl Monitor for Printer {
             return;
         }
         if self.itemize {
-            println!("{}", item.line());
+            say!("{}", item.line());
         } else if self.verbose > 0 && !self.quiet {
             let mut s = crate::text::escape_name(&item.name);
             if item.is_dir {
@@ -362,7 +397,7 @@ impl Monitor for Printer {
             if item.code == "*deleting" {
                 s = format!("deleting {s}");
             }
-            println!("{s}");
+            say!("{s}");
         }
     }
 }
@@ -382,7 +417,8 @@ async fn cmd_ls(u: &str, conn: &ConnArgs) -> Result<ExitCode, CliError> {
         password: password(conn)?,
         opts,
     };
-    let mon: Arc<dyn Monitor> = Arc::new(Printer { items: Default::default(), quiet: conn.quiet, itemize: false, collect: None, verbose: 0 });
+    let mon: Arc<dyn Monitor> =
+        Arc::new(Printer { items: Default::default(), quiet: conn.quiet, itemize: false, collect: None, verbose: 0, progress: None });
     let job = (!listing).then(|| SyncJob {
         dest: PathBuf::new(),
         local: local_opts(&XferArgs::default_for_ls(), true),
@@ -619,6 +655,7 @@ async fn cmd_sync(
         itemize: x.itemize_changes || mode == Mode::Compare,
         collect,
         verbose: conn.verbose,
+        progress: (x.progress && !conn.quiet && mode == Mode::Sync).then(|| Mutex::new((0, 0, std::time::Instant::now()))),
     });
     let mon: Arc<dyn Monitor> = printer.clone();
     let rep = crate::engine::pull::pull(&ps, mon)
@@ -644,7 +681,7 @@ async fn cmd_sync(
                     })).collect::<Vec<_>>(),
                     "exit": code.code(),
                 });
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                say!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             }
             if code != ExitCode::Ok {
                 Ok(code)
@@ -658,16 +695,16 @@ async fn cmd_sync(
 }
 
 fn print_stats(r: &SyncReport) {
-    println!();
-    println!("Number of files: {}", group_digits(r.files_in_list as i64));
-    println!("Number of regular files transferred: {}", group_digits(r.files_transferred as i64));
-    println!("Number of deleted files: {}", group_digits(r.deleted as i64));
-    println!("Total file size: {} bytes", group_digits(r.total_size));
-    println!("Literal data: {} bytes", group_digits(r.literal_bytes as i64));
-    println!("Matched data: {} bytes", group_digits(r.matched_bytes as i64));
-    println!("Total bytes sent: {}", group_digits(r.bytes_written as i64));
-    println!("Total bytes received: {}", group_digits(r.bytes_read as i64));
+    say!("");
+    say!("Number of files: {}", group_digits(r.files_in_list as i64));
+    say!("Number of regular files transferred: {}", group_digits(r.files_transferred as i64));
+    say!("Number of deleted files: {}", group_digits(r.deleted as i64));
+    say!("Total file size: {} bytes", group_digits(r.total_size));
+    say!("Literal data: {} bytes", group_digits(r.literal_bytes as i64));
+    say!("Matched data: {} bytes", group_digits(r.matched_bytes as i64));
+    say!("Total bytes sent: {}", group_digits(r.bytes_written as i64));
+    say!("Total bytes received: {}", group_digits(r.bytes_read as i64));
     if let Some(s) = r.server_stats {
-        println!("Server reports: read {} written {} total size {}", s.server_read, s.server_written, s.total_size);
+        say!("Server reports: read {} written {} total size {}", s.server_read, s.server_written, s.total_size);
     }
 }

@@ -71,6 +71,8 @@ pub trait Monitor: Send + Sync {
     fn local_error(&self, _text: &str) {}
     fn item(&self, _item: &Item) {}
     fn progress(&self, _p: &Progress) {}
+    /// A file was received and verified (`bytes` = its size).
+    fn file_done(&self, _name: &[u8], _bytes: u64) {}
 }
 
 /// A monitor that ignores everything.

@@ -315,6 +315,7 @@ impl Receiver {
         }
         self.rep.files += 1;
         self.rep.bytes_written += cur.written;
+        self.ctx.monitor.file_done(&e.name, cur.written);
         self.rep.staged.push(Staged { ndx: cur.ndx, tmp: cur.tmp });
         Ok(())
     }
