@@ -36,11 +36,92 @@ fn err(ctx: &Ctx, name: &[u8], e: impl std::fmt::Display) {
     ctx.monitor.local_error(&format!("{}: {}", crate::text::escape_name(name), e));
 }
 
-/// Rename staged temps into place, in list order.
+/// Glob patterns for paths to publish last (`*` and `?` stay inside one
+/// component, `**` crosses `/`). A pattern without `/` matches the final
+/// component; one ending in `/` matches everything below a directory of that
+/// name; any other is matched against the whole path.
+#[derive(Debug, Clone, Default)]
+pub struct LatePublish {
+    patterns: Vec<Vec<u8>>,
+}
+
+impl LatePublish {
+    pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(pats: I) -> Self {
+        LatePublish { patterns: pats.into_iter().map(|p| p.as_ref().as_bytes().to_vec()).collect() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    pub fn matches(&self, path: &[u8]) -> bool {
+        self.patterns.iter().any(|p| late_match(p, path))
+    }
+}
+
+fn late_match(pat: &[u8], path: &[u8]) -> bool {
+    if let Some(dir) = pat.strip_suffix(b"/") {
+        // Any ancestor directory named like `dir`.
+        let comps: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+        if dir.contains(&b'/') {
+            return (1..comps.len()).any(|i| glob(dir, &comps[..i].join(&b'/')));
+        }
+        return comps.len() > 1 && comps[..comps.len() - 1].iter().any(|c| glob(dir, c));
+    }
+    if pat.contains(&b'/') {
+        glob(pat, path)
+    } else {
+        glob(pat, path.rsplit(|&b| b == b'/').next().unwrap_or(path))
+    }
+}
+
+/// Minimal wildcard match: `*` (no `/`), `**` (anything), `?` (one non-`/`).
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match p.first() {
+        None => s.is_empty(),
+        Some(b'*') if p.get(1) == Some(&b'*') => (0..=s.len()).any(|i| glob(&p[2..], &s[i..])),
+        Some(b'*') => {
+            for i in 0..=s.len() {
+                if glob(&p[1..], &s[i..]) {
+                    return true;
+                }
+                if i < s.len() && s[i] == b'/' {
+                    break;
+                }
+            }
+            false
+        }
+        Some(b'?') => !s.is_empty() && s[0] != b'/' && glob(&p[1..], &s[1..]),
+        Some(&c) => !s.is_empty() && s[0] == c && glob(&p[1..], &s[1..]),
+    }
+}
+
+/// Rename staged temps into place, in list order; paths matching `late` go
+/// after all others (and after hard links, when the caller orders it so).
 pub fn publish(ctx: &Ctx, staged: &mut Vec<Staged>, rep: &mut CommitReport) {
+    publish_filtered(ctx, staged, rep, &LatePublish::default(), false);
+}
+
+/// Publish either the ordinary staged paths (`late_pass = false`) or only
+/// those matching `late` (`late_pass = true`).
+pub fn publish_filtered(
+    ctx: &Ctx,
+    staged: &mut Vec<Staged>,
+    rep: &mut CommitReport,
+    late: &LatePublish,
+    late_pass: bool,
+) {
     staged.sort_by_key(|s| s.ndx);
     let mut cache = DirCache::new(ctx.dest.clone());
     for s in staged.iter() {
+        if !late.is_empty() {
+            let is_late = ctx.entry(s.ndx).map(|e| late.matches(&e.name)).unwrap_or(false);
+            if is_late != late_pass {
+                continue;
+            }
+        } else if late_pass {
+            continue;
+        }
         let Some(e) = ctx.entry(s.ndx) else { continue };
         let r = (|| -> std::io::Result<()> {
             let (dir, base) = cache.parent_of(&e.name)?;
@@ -250,5 +331,25 @@ fn depth(name: &[u8]) -> usize {
         0
     } else {
         name.iter().filter(|&&b| b == b'/').count() + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LatePublish;
+
+    #[test]
+    fn late_patterns() {
+        let l = LatePublish::new(["RECENT-*", "CURRENT", "Packages*", "repodata/", "dists/**/Release"]);
+        assert!(l.matches(b"RECENT-1h.json"));
+        assert!(l.matches(b"authors/RECENT-6h.json"));
+        assert!(l.matches(b"CURRENT"));
+        assert!(!l.matches(b"CURRENT.old"));
+        assert!(l.matches(b"main/binary-amd64/Packages.gz"));
+        assert!(l.matches(b"x86_64/repodata/repomd.xml"));
+        assert!(!l.matches(b"x86_64/repodata"));
+        assert!(l.matches(b"dists/stable/main/Release"));
+        assert!(!l.matches(b"pool/Release.txt"));
+        assert!(!l.matches(b"authors/id/A/AB/Foo.tar.gz"));
     }
 }

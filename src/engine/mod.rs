@@ -47,6 +47,8 @@ pub struct SyncJob {
     pub recursive: bool,
     /// `--numeric-ids`: keep the server's ids instead of mapping names.
     pub numeric_ids: bool,
+    /// Paths renamed into place only after everything else (markers, indexes).
+    pub late_publish: commit::LatePublish,
 }
 
 /// The outcome of a run.
@@ -340,8 +342,9 @@ impl Loop {
             let gen_errors: u64 = gen_reports.iter().map(|g| g.errors).sum();
             let total_size: i64 = gen_reports.first().map(|g| g.total_size).unwrap_or(0);
             if !dry {
-                commit::publish(&ctx, &mut staged, &mut rep);
+                commit::publish_filtered(&ctx, &mut staged, &mut rep, &job.late_publish, false);
                 commit::link_followers(&ctx, &links, &mut rep);
+                commit::publish_filtered(&ctx, &mut staged, &mut rep, &job.late_publish, true);
             }
             if ok {
                 let d = DeleteOpts { io_error: deletions_unsafe, dry_run: dry, ..job.delete.clone() };
@@ -392,7 +395,7 @@ fn check_names(list: &FileList, job: &SyncJob) -> Result<(), SyncError> {
             continue;
         }
         let is_dir = generator::is_dir(e.mode);
-        if job.filters.excludes_from_transfer(&e.name, is_dir) {
+        if job.filters.rejects_flist_name(&e.name, is_dir) {
             return Err(SyncError::local(
                 format!("ERROR: rejecting excluded file-list name: {}", crate::text::escape_name(&e.name)),
                 ExitCode::Unsupported,

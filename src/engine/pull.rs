@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::checksum::CsumType;
 use crate::remote::RemoteSpec;
-use crate::engine::commit::DeleteOpts;
+use crate::engine::commit::{DeleteOpts, LatePublish};
 use crate::engine::generator::LocalOpts;
 use crate::engine::monitor::Monitor;
 use crate::engine::{SyncError, SyncJob, SyncReport};
@@ -51,6 +51,9 @@ pub struct PullSpec {
     pub files_from: Option<Vec<Vec<u8>>>,
     /// Recurse into directories (default true; with `files_from`, only when asked).
     pub recursive: bool,
+    /// Glob patterns of paths published after everything else (e.g. `CURRENT`,
+    /// `RECENT-*`, `InRelease`, `repodata/`); see [`LatePublish`].
+    pub late_publish: Vec<String>,
 }
 
 impl PullSpec {
@@ -81,6 +84,7 @@ impl PullSpec {
             filters: Arc::new(FilterList::new()),
             files_from: None,
             recursive: true,
+            late_publish: Vec::new(),
         }
     }
 
@@ -160,6 +164,7 @@ impl PullSpec {
             requested: self.files_from.clone(),
             recursive,
             numeric_ids: self.numeric_ids,
+            late_publish: LatePublish::new(&self.late_publish),
         };
         Ok((cfg, job))
     }
