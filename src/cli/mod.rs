@@ -228,6 +228,7 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
             return ExitCode::Syntax.code();
         }
     };
+    init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -248,6 +249,18 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
             warn!("rmirror: {}", e.msg);
             e.code.code()
         }
+    }
+}
+
+/// Diagnostic logs (`tracing`), off unless `RMIRROR_LOG` is set (e.g.
+/// `RMIRROR_LOG=debug`, `RMIRROR_LOG=rmirror::engine=trace`); to stderr.
+fn init_tracing() {
+    if let Ok(filter) = std::env::var("RMIRROR_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init();
     }
 }
 

@@ -140,6 +140,7 @@ pub async fn run(
                         match g {
                             GenOut::Request { ndx, iflags, head, sums } => session.request_file(ndx, iflags, head, &sums)?,
                             GenOut::PhaseDone(rep) => {
+                                tracing::debug!(requested = rep.requested.len(), errors = rep.errors, "generator pass done");
                                 if let Some(r) = state.running.as_mut() { r.gen_reports.push(rep); }
                                 session.end_phase()?;
                             }
@@ -199,7 +200,7 @@ impl Loop {
     ) -> Result<Option<u32>, SyncError> {
         match ev {
             Event::Text(t) => self.mon.text(&t),
-            Event::ListingDone | Event::Finished => {}
+            Event::ListingDone | Event::Finished => tracing::debug!("session finished"),
             Event::Negotiated(n) => {
                 self.report.protocol = n.protocol;
                 self.negotiated = Some(n);
@@ -212,6 +213,7 @@ impl Loop {
             Event::FileEnd { checksum, .. } => self.to_receiver(RecvIn::End { checksum }).await?,
             Event::NoSend(ndx) => self.to_receiver(RecvIn::NoSend(ndx)).await?,
             Event::PhaseEnded(0) => {
+                tracing::debug!("phase 0 ended");
                 let Some(ctx) = self.running.as_ref().map(|r| r.ctx.clone()) else {
                     // Listing only, or nothing to transfer: end the redo phase at once.
                     session.end_phase()?;
@@ -227,8 +229,11 @@ impl Loop {
                     tokio::task::spawn_blocking(move || generator::run_redo(ctx, redo, tx));
                 }
             }
-            Event::PhaseEnded(_) => {}
-            Event::Stats(s) => self.report.server_stats = Some(s),
+            Event::PhaseEnded(p) => tracing::debug!(phase = p, "phase ended"),
+            Event::Stats(s) => {
+                tracing::debug!(?s, "server stats");
+                self.report.server_stats = Some(s)
+            }
         }
         Ok(None)
     }
@@ -259,6 +264,7 @@ impl Loop {
         session: &mut ClientSession,
         gen_tx: &mpsc::Sender<GenOut>,
     ) -> Result<(), SyncError> {
+        tracing::debug!(entries = list.entries.len(), "file list received");
         let list = Arc::new(list);
         self.report.files_in_list = list.entries.iter().flatten().count() as u64;
         self.report.list = Some(list.clone());
@@ -295,7 +301,9 @@ impl Loop {
             monitor: self.mon.clone(),
             tmp_counter: AtomicU64::new(unique_nanos() & 0xFFFF),
         });
-        let (recv_tx, recv_rx) = mpsc::channel::<RecvIn>(4096);
+        // Bounded in messages; a message carries at most one literal chunk (≤ 32 KiB
+        // plain, ≤ 16 KiB compressed), so this caps queued data at a few MiB.
+        let (recv_tx, recv_rx) = mpsc::channel::<RecvIn>(128);
         let receiver = Receiver::new(ctx.clone(), n.compression)
             .map_err(|e| SyncError::local(format!("cannot start decompression: {e}"), ExitCode::Unsupported))?;
         let recv_join = tokio::task::spawn_blocking(move || receiver.run(recv_rx));
@@ -354,6 +362,7 @@ impl Loop {
         })
         .await
         .map_err(|e| SyncError::local(format!("commit crashed: {e}"), ExitCode::FileIo))?;
+        tracing::debug!(published = commit.published, deleted = commit.deleted, "commit done");
         if let Some(p) = run.scratch_dest.take() {
             let _ = std::fs::remove_dir_all(p);
         }
