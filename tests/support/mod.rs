@@ -36,6 +36,8 @@
 
 #![allow(dead_code)]
 
+pub mod evil;
+pub mod faultproxy;
 pub mod oracle;
 pub mod rsyncd;
 pub mod tree;
