@@ -3,6 +3,12 @@
 
 pub use crate::remote as url;
 
+mod probe;
+mod run;
+mod status;
+
+mod watch;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -83,6 +89,24 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Follow the upstream's RECENT change logs and keep DEST seconds behind it (instant mirroring).
+    #[command(after_help = "Examples:\n  rmirror watch rsync://cpan-rsync.perl.org/CPAN/ /srv/cpan/\n  rmirror watch --tree authors --tree modules rsync://cpan-rsync.perl.org/CPAN/ /srv/cpan/\n  rmirror watch --once --json --since -2h rsync://localhost/cpan/ /srv/cpan/")]
+    Watch {
+        src: String,
+        dest: PathBuf,
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(flatten)]
+        watch: watch::WatchArgs,
+    },
+    /// Run the mirror jobs of a TOML file on their timers (`--once` for cron, `--check` to validate).
+    #[command(after_help = "Examples:\n  rmirror run --check -c /etc/rmirror/mirrors.toml\n  rmirror run -c mirrors.toml --once --only cpan")]
+    Run(run::RunArgs),
+    /// Show the jobs' last runs and next due times from the status file.
+    Status(status::StatusArgs),
+    /// Rank candidate upstreams by freshness signal and latency.
+    #[command(after_help = "Example:\n  rmirror probe rsync://a.example/cpan/ rsync://b.example/cpan/")]
+    Probe(probe::ProbeArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -191,6 +215,12 @@ pub struct XferArgs {
     /// Show progress during transfer.
     #[arg(long)]
     pub progress: bool,
+    /// Remote shell for host:path sources (default ssh; also RSYNC_RSH).
+    #[arg(short = 'e', long = "rsh", value_name = "COMMAND")]
+    pub rsh: Option<String>,
+    /// Program to run on the remote side (default rsync).
+    #[arg(long, value_name = "PROGRAM")]
+    pub rsync_path: Option<String>,
     /// Force a fixed checksum block-size.
     #[arg(short = 'B', long, value_name = "SIZE")]
     pub block_size: Option<u32>,
@@ -237,10 +267,12 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
         }
     };
     let sub = matches.subcommand().map(|(_, m)| m.clone());
+    // `run` reloads its config on SIGHUP instead of stopping.
+    let hup_stops = !matches!(cli.cmd, Cmd::Run(_));
     let r = rt.block_on(async move {
         tokio::select! {
             r = run(cli, sub) => r,
-            s = shutdown_signal() => Err(CliError { msg: format!("received {s}, stopping"), code: ExitCode::Signal }),
+            s = shutdown_signal(hup_stops) => Err(CliError { msg: format!("received {s}, stopping"), code: ExitCode::Signal }),
         }
     });
     match r {
@@ -264,7 +296,7 @@ fn init_tracing() {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
+async fn shutdown_signal(hup_stops: bool) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -274,7 +306,7 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
-        _ = hup.recv() => "SIGHUP",
+        _ = hup.recv(), if hup_stops => "SIGHUP",
     }
 }
 
@@ -289,6 +321,10 @@ async fn run(cli: Cli, sub: Option<ArgMatches>) -> Result<ExitCode, CliError> {
             let m = sub.ok_or_else(|| CliError::syntax("internal: no sub-matches"))?;
             cmd_sync(&src, dest, &conn, &xfer, &m, if json { Mode::CompareJson } else { Mode::Compare }).await
         }
+        Cmd::Watch { src, dest, conn, watch } => watch::cmd_watch(&src, dest, &conn, &watch).await,
+        Cmd::Run(a) => run::cmd_run(&a).await,
+        Cmd::Status(a) => status::cmd_status(&a).await,
+        Cmd::Probe(a) => probe::cmd_probe(&a).await,
     }
 }
 
@@ -423,6 +459,7 @@ async fn cmd_ls(u: &str, conn: &ConnArgs) -> Result<ExitCode, CliError> {
     opts.timeout = conn.timeout.map(|t| t as u32);
     let path_arg = if spec.path.is_empty() { format!("{}/", spec.module).into_bytes() } else { spec.remote_arg() };
     let cfg = SessionConfig {
+        mode: Default::default(),
         max_protocol: conn.protocol.unwrap_or(32),
         module: if listing { None } else { Some(spec.module.clone()) },
         remote_paths: vec![path_arg],
@@ -661,6 +698,8 @@ async fn cmd_sync(
     ps.block_size = x.block_size;
     ps.filters = Arc::new(filters);
     ps.recursive = files_from.is_none() || x.recursive;
+    ps.rsh = x.rsh.clone();
+    ps.rsync_path = x.rsync_path.clone();
     ps.files_from = files_from;
     let collect = (mode == Mode::CompareJson).then(|| Mutex::new(Vec::new()));
     let printer = Arc::new(Printer {

@@ -15,7 +15,8 @@ use crate::engine::{SyncError, SyncJob, SyncReport};
 use crate::exit::ExitCode;
 use crate::filter::FilterList;
 use crate::proto::options::{CompressRequest, TransferOpts};
-use crate::proto::session::SessionConfig;
+use crate::proto::options;
+use crate::proto::session::{Mode, SessionConfig};
 use crate::transport::Connection;
 
 /// Everything that describes one pull.
@@ -51,6 +52,10 @@ pub struct PullSpec {
     pub files_from: Option<Vec<Vec<u8>>>,
     /// Recurse into directories (default true; with `files_from`, only when asked).
     pub recursive: bool,
+    /// Remote shell for `host:path` sources (`-e`/`--rsh`, default `ssh`).
+    pub rsh: Option<String>,
+    /// Program to run on the remote side (`--rsync-path`, default `rsync`).
+    pub rsync_path: Option<String>,
     /// Glob patterns of paths published after everything else (e.g. `CURRENT`,
     /// `RECENT-*`, `InRelease`, `repodata/`); see [`LatePublish`].
     pub late_publish: Vec<String>,
@@ -85,6 +90,8 @@ impl PullSpec {
             files_from: None,
             recursive: true,
             late_publish: Vec::new(),
+            rsh: None,
+            rsync_path: None,
         }
     }
 
@@ -99,7 +106,7 @@ impl PullSpec {
 
     /// The session configuration and the local job this spec stands for.
     pub fn build(&self) -> Result<(SessionConfig, SyncJob), SyncError> {
-        if self.source.module.is_empty() {
+        if self.source.module.is_empty() && !self.source.shell {
             return Err(SyncError::Local {
                 msg: "the source names no module (use `rmirror ls` to list them)".into(),
                 code: ExitCode::Syntax,
@@ -135,6 +142,7 @@ impl PullSpec {
             files_from: self.files_from.clone(),
         };
         let cfg = SessionConfig {
+            mode: if self.source.shell { Mode::RemoteShell } else { Mode::Daemon },
             max_protocol: self.protocol.unwrap_or(32),
             module: Some(self.source.module.clone()),
             remote_paths: vec![self.source.remote_arg()],
@@ -169,6 +177,41 @@ impl PullSpec {
         Ok((cfg, job))
     }
 
+    /// The remote-shell command line for a `host:path` source: the shell, the
+    /// host, the remote rsync and the server argv, each quoted for the remote shell.
+    pub fn shell_command(&self, cfg: &SessionConfig) -> Result<Vec<std::ffi::OsString>, SyncError> {
+        use std::os::unix::ffi::OsStringExt;
+        let rsh = self.rsh.clone().or_else(|| std::env::var("RSYNC_RSH").ok()).unwrap_or_else(|| "ssh".into());
+        let mut argv: Vec<std::ffi::OsString> = split_command(&rsh)
+            .map_err(|e| SyncError::Local { msg: format!("bad --rsh {rsh:?}: {e}"), code: ExitCode::Syntax })?
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        if argv.is_empty() {
+            return Err(SyncError::Local { msg: "empty --rsh command".into(), code: ExitCode::Syntax });
+        }
+        if let Some(u) = self.user.clone().or_else(|| self.source.user.clone()) {
+            argv.push("-l".into());
+            argv.push(u.into());
+        }
+        argv.push(self.source.host.clone().into());
+        let mut remote: Vec<u8> = Vec::new();
+        for w in split_command(self.rsync_path.as_deref().unwrap_or("rsync"))
+            .map_err(|e| SyncError::Local { msg: format!("bad --rsync-path: {e}"), code: ExitCode::Syntax })?
+        {
+            if !remote.is_empty() {
+                remote.push(b' ');
+            }
+            remote.extend_from_slice(w.as_bytes());
+        }
+        for a in options::server_args(&cfg.opts, cfg.max_protocol, &cfg.remote_paths) {
+            remote.push(b' ');
+            remote.extend_from_slice(&crate::remote::shell_quote(&a));
+        }
+        argv.push(std::ffi::OsString::from_vec(remote));
+        Ok(argv)
+    }
+
     /// Connect to the daemon this spec names.
     pub async fn connect(&self) -> Result<Connection, SyncError> {
         let port = self.port.or(self.source.port).unwrap_or(873);
@@ -181,6 +224,66 @@ impl PullSpec {
 /// Run one pull to completion.
 pub async fn pull(spec: &PullSpec, mon: Arc<dyn Monitor>) -> Result<SyncReport, SyncError> {
     let (cfg, job) = spec.build()?;
-    let conn = spec.connect().await?;
+    let conn = if spec.source.shell {
+        let argv = spec.shell_command(&cfg)?;
+        tracing::debug!(?argv, "starting remote shell");
+        let mut c = Connection::spawn(&argv)?;
+        c.set_idle_timeout(spec.timeout.filter(|t| !t.is_zero()));
+        c
+    } else {
+        spec.connect().await?
+    };
     crate::engine::run(conn, cfg, Some(job), mon).await
+}
+
+/// Split a command like rsync's `-e` value: words on spaces, with '…' and "…"
+/// quoting and backslash escapes.
+pub fn split_command(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut any = false;
+    let mut chars = s.chars();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') => cur.push(chars.next().ok_or("trailing backslash")?),
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (None, '\\') => {
+                cur.push(chars.next().ok_or("trailing backslash")?);
+                any = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if quote.is_some() {
+        return Err("unterminated quote".into());
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_command;
+
+    #[test]
+    fn split() {
+        assert_eq!(split_command("ssh -p 22").unwrap(), ["ssh", "-p", "22"]);
+        assert_eq!(split_command("ssh -o 'A B' \"c d\" e\\ f").unwrap(), ["ssh", "-o", "A B", "c d", "e f"]);
+        assert!(split_command("ssh 'x").is_err());
+        assert_eq!(split_command("").unwrap(), Vec::<String>::new());
+    }
 }

@@ -39,9 +39,22 @@ pub const ITEM_TRANSFER: u16 = 0x8000;
 /// How long a raw text line may grow while we wait for its newline.
 const MAX_PENDING_LINE: usize = handshake::MAX_LINE;
 
+/// How the session reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// An rsync daemon (`rsync://`, `host::`): text greeting, module, auth.
+    #[default]
+    Daemon,
+    /// A server started over a remote shell (`ssh host rsync --server …`): the
+    /// argv went on the command line, and versions are exchanged as 4-byte
+    /// ints (`compat.c setup_protocol`).
+    RemoteShell,
+}
+
 /// What the session was asked to do.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    pub mode: Mode,
     /// Highest protocol to offer (27..=32).
     pub max_protocol: i32,
     /// Module to open; `None` asks for the module listing.
@@ -175,6 +188,8 @@ pub type SResult<T> = Result<T, SessionError>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
+    /// Remote-shell mode: waiting for the server's 4-byte protocol version.
+    ShellVersion,
     /// Waiting for the server's greeting line.
     Greeting,
     /// Text lines until OK / EXIT / @ERROR.
@@ -288,8 +303,16 @@ impl ClientSession {
             list_received: false,
             auth_sent: false,
         };
-        let g = handshake::greeting(s.cfg.max_protocol);
-        s.out.extend_from_slice(&g);
+        match s.cfg.mode {
+            Mode::Daemon => {
+                let g = handshake::greeting(s.cfg.max_protocol);
+                s.out.extend_from_slice(&g);
+            }
+            Mode::RemoteShell => {
+                s.stage = Stage::ShellVersion;
+                put::i32(&mut s.out, s.cfg.max_protocol);
+            }
+        }
         Ok(s)
     }
 
@@ -393,6 +416,7 @@ impl ClientSession {
     fn advance(&mut self) -> SResult<()> {
         loop {
             let progressed = match self.stage {
+                Stage::ShellVersion => self.step_shell_version()?,
                 Stage::Greeting => self.step_greeting()?,
                 Stage::Lines => self.step_line()?,
                 Stage::Compat => self.step_compat()?,
@@ -431,6 +455,31 @@ impl ClientSession {
             }
             None => Ok(None),
         }
+    }
+
+    fn step_shell_version(&mut self) -> SResult<bool> {
+        let mut r = Reader::new(&self.inbuf[self.in_pos..]);
+        let v = match r.i32() {
+            Ok(v) => v,
+            Err(DecodeError::Incomplete) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        self.in_pos += r.consumed();
+        if !(20..=40).contains(&v) {
+            return Err(SessionError::Incompatible(format!(
+                "remote rsync answered with protocol {v}: is the remote shell printing text (e.g. from a login script)?"
+            )));
+        }
+        let p = self.cfg.max_protocol.min(v);
+        if p < handshake::MIN_PROTOCOL {
+            return Err(SessionError::Incompatible(format!(
+                "remote rsync speaks protocol {v}; rmirror needs {} or newer",
+                handshake::MIN_PROTOCOL
+            )));
+        }
+        self.protocol = p;
+        self.stage = if p >= 30 { Stage::Compat } else { Stage::Seed };
+        Ok(true)
     }
 
     fn step_greeting(&mut self) -> SResult<bool> {
@@ -1073,7 +1122,7 @@ fn pick<'a>(peer: &str, ours: &'a str) -> Option<&'a str> {
 
 fn describe_state(stage: Stage, rx: Rx) -> String {
     match stage {
-        Stage::Greeting => "before its greeting".into(),
+        Stage::Greeting | Stage::ShellVersion => "before its greeting".into(),
         Stage::Lines => "during the daemon handshake".into(),
         Stage::Compat | Stage::Strings | Stage::Seed => "during protocol setup".into(),
         Stage::Running => match rx {
@@ -1099,6 +1148,7 @@ mod tests {
 
     fn cfg() -> SessionConfig {
         SessionConfig {
+            mode: Mode::Daemon,
             max_protocol: 32,
             module: Some("m".into()),
             remote_paths: vec![b"m/".to_vec()],
@@ -1131,6 +1181,21 @@ mod tests {
         s.handle_input(b"@RSYNCD: 32.0 md5\n").unwrap();
         let e = s.handle_input(b"@RSYNCD: AUTHREQD abcdef\n").unwrap_err();
         assert!(e.to_string().contains("password"));
+    }
+
+    #[test]
+    fn remote_shell_exchanges_versions_as_ints() {
+        let mut c = cfg();
+        c.mode = Mode::RemoteShell;
+        let mut s = ClientSession::new(c).unwrap();
+        assert_eq!(s.take_output(), 32i32.to_le_bytes());
+        s.handle_input(&31i32.to_le_bytes()).unwrap();
+        assert_eq!(s.protocol(), 31);
+        let mut c = cfg();
+        c.mode = Mode::RemoteShell;
+        let mut s = ClientSession::new(c).unwrap();
+        let e = s.handle_input(b"Welcome to host\n").unwrap_err();
+        assert!(e.to_string().contains("remote shell"), "{e}");
     }
 
     #[test]

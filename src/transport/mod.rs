@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -22,21 +21,29 @@ pub enum TransportError {
     Io(#[from] std::io::Error),
     #[error("timeout: no data from the server for {0} seconds")]
     Idle(u64),
+    #[error("failed to start remote shell {cmd:?}: {source}")]
+    Spawn { cmd: String, source: std::io::Error },
 }
 
 impl TransportError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             TransportError::Connect { .. } | TransportError::Io(_) => ExitCode::SocketIo,
+            TransportError::Spawn { .. } => ExitCode::Unsupported,
             TransportError::ConnectTimeout(_) => ExitCode::ConTimeout,
             TransportError::Idle(_) => ExitCode::Timeout,
         }
     }
 }
 
-/// An open connection: a read half, and a queue to a writer task.
+type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
+type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// An open connection: a read half, and a queue to a writer task. Either a TCP
+/// socket to a daemon or the pipes of a remote-shell child.
 pub struct Connection {
-    rd: OwnedReadHalf,
+    rd: BoxRead,
+    child: Option<tokio::process::Child>,
     tx: Option<mpsc::UnboundedSender<Vec<u8>>>,
     writer: Option<JoinHandle<std::io::Result<()>>>,
     idle: Option<Duration>,
@@ -72,7 +79,34 @@ impl Connection {
     }
 
     pub fn from_stream(stream: TcpStream) -> Self {
-        let (rd, mut wr) = stream.into_split();
+        let (rd, wr) = stream.into_split();
+        Self::from_halves(Box::new(rd), Box::new(wr))
+    }
+
+    /// Start `argv` (e.g. `ssh host rsync --server --sender …`) and talk over its
+    /// stdin/stdout; its stderr goes to ours, as rsync does.
+    pub fn spawn(argv: &[std::ffi::OsString]) -> Result<Self, TransportError> {
+        let show = argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
+        let (prog, rest) = argv
+            .split_first()
+            .ok_or_else(|| TransportError::Spawn { cmd: show.clone(), source: std::io::Error::other("empty command") })?;
+        let mut child = tokio::process::Command::new(prog)
+            .args(rest)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| TransportError::Spawn { cmd: show.clone(), source })?;
+        let (Some(out), Some(inp)) = (child.stdout.take(), child.stdin.take()) else {
+            return Err(TransportError::Spawn { cmd: show, source: std::io::Error::other("no pipes") });
+        };
+        let mut c = Self::from_halves(Box::new(out), Box::new(inp));
+        c.child = Some(child);
+        Ok(c)
+    }
+
+    fn from_halves(rd: BoxRead, mut wr: BoxWrite) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let w2 = written.clone();
@@ -100,7 +134,16 @@ impl Connection {
             wr.shutdown().await.ok();
             Ok(())
         });
-        Connection { rd, tx: Some(tx), writer: Some(writer), idle: None, bytes_read: 0, bytes_written: written, record }
+        Connection {
+            rd,
+            child: None,
+            tx: Some(tx),
+            writer: Some(writer),
+            idle: None,
+            bytes_read: 0,
+            bytes_written: written,
+            record,
+        }
     }
 
     /// Fail reads that see no data for this long (`--timeout`).
@@ -146,6 +189,10 @@ impl Connection {
                 Ok(r) => r?,
                 Err(e) => return Err(TransportError::Io(std::io::Error::other(e))),
             }
+        }
+        if let Some(mut child) = self.child.take() {
+            // The remote side exits after the goodbye; don't leave a zombie.
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         }
         Ok(())
     }
