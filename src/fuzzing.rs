@@ -917,7 +917,10 @@ pub fn session(data: &[u8]) {
     }
     for chunks in [&[0usize][..], &[7, 4096, 3, 64][..]] {
         let t = drive_empty_dest(cfg.clone(), &input, chunks, &barriers, true);
-        assert_eq!(t.finished, bytewise.finished, "finished depends on chunking {chunks:?}");
+        assert_eq!(
+            t.finished, bytewise.finished,
+            "finished depends on chunking {chunks:?}"
+        );
         assert_eq!(
             t.failure.is_some(),
             bytewise.failure.is_some(),
@@ -925,11 +928,23 @@ pub fn session(data: &[u8]) {
             t.failure,
             bytewise.failure
         );
-        assert_eq!(t.requested, bytewise.requested, "requests depend on chunking {chunks:?}");
-        assert_eq!(t.files, bytewise.files, "received files depend on chunking {chunks:?}");
-        assert_eq!(t.list, bytewise.list, "file list depends on chunking {chunks:?}");
+        assert_eq!(
+            t.requested, bytewise.requested,
+            "requests depend on chunking {chunks:?}"
+        );
+        assert_eq!(
+            t.files, bytewise.files,
+            "received files depend on chunking {chunks:?}"
+        );
+        assert_eq!(
+            t.list, bytewise.list,
+            "file list depends on chunking {chunks:?}"
+        );
         if t.failure.is_none() {
-            assert_eq!(t.output, bytewise.output, "output depends on chunking {chunks:?}");
+            assert_eq!(
+                t.output, bytewise.output,
+                "output depends on chunking {chunks:?}"
+            );
         }
     }
 }

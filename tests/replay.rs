@@ -71,7 +71,8 @@ fn load(dir: &Path) -> Result<Fixture, String> {
         }
         Ok(b)
     };
-    let meta: Value = serde_json::from_slice(&read("meta.json")?).map_err(|e| format!("{name}: meta.json: {e}"))?;
+    let meta: Value = serde_json::from_slice(&read("meta.json")?)
+        .map_err(|e| format!("{name}: meta.json: {e}"))?;
     let server = read("server.bin")?;
     let client = read("client.bin")?;
     let extra: Vec<String> = std::fs::read_dir(dir)
@@ -91,7 +92,9 @@ fn load(dir: &Path) -> Result<Fixture, String> {
     if meta["server_bytes"].as_u64() != Some(server.len() as u64)
         || meta["client_bytes"].as_u64() != Some(client.len() as u64)
     {
-        return Err(format!("{name}: server.bin/client.bin sizes differ from meta.json"));
+        return Err(format!(
+            "{name}: server.bin/client.bin sizes differ from meta.json"
+        ));
     }
     Ok(Fixture {
         name,
@@ -148,7 +151,10 @@ fn source(fx: &Fixture) -> Source {
         if f["type"] == "file" {
             files.insert(
                 name.clone(),
-                (f["sha256"].as_str().unwrap().to_string(), f["size"].as_u64().unwrap()),
+                (
+                    f["sha256"].as_str().unwrap().to_string(),
+                    f["size"].as_u64().unwrap(),
+                ),
             );
         }
         all.insert(name);
@@ -165,7 +171,11 @@ fn source(fx: &Fixture) -> Source {
                 .collect()
         })
         .collect();
-    Source { files, all, hard_links }
+    Source {
+        files,
+        all,
+        hard_links,
+    }
 }
 
 /// The multiplexed part of a client stream, normalised: consecutive MSG_DATA
@@ -202,7 +212,10 @@ fn check(fx: &Fixture, src: &Source, t: &Transcript, chunking: &[usize]) -> Vec<
         bad.push(format!("{tag}: session did not end with Event::Finished"));
     }
     if t.output != fx.client {
-        bad.push(format!("{tag}: {}", describe_mismatch(&fx.client, &t.output)));
+        bad.push(format!(
+            "{tag}: {}",
+            describe_mismatch(&fx.client, &t.output)
+        ));
     }
     match t.negotiated {
         None => bad.push(format!("{tag}: no Event::Negotiated")),
@@ -222,7 +235,10 @@ fn check(fx: &Fixture, src: &Source, t: &Transcript, chunking: &[usize]) -> Vec<
         }
     }
     if t.phases_ended != [0, 1] {
-        bad.push(format!("{tag}: phases ended {:?}, want [0, 1]", t.phases_ended));
+        bad.push(format!(
+            "{tag}: phases ended {:?}, want [0, 1]",
+            t.phases_ended
+        ));
     }
     if t.stats.is_none() {
         bad.push(format!("{tag}: no server statistics"));
@@ -249,7 +265,10 @@ fn check(fx: &Fixture, src: &Source, t: &Transcript, chunking: &[usize]) -> Vec<
         .filter(|n| n != b".")
         .collect();
     if names != src.all {
-        bad.push(format!("{tag}: file list names {names:?}, source has {:?}", src.all));
+        bad.push(format!(
+            "{tag}: file list names {names:?}, source has {:?}",
+            src.all
+        ));
     }
     // Requests: every regular file but hard-link followers, in index order.
     let mut want_req = Vec::new();
@@ -269,11 +288,17 @@ fn check(fx: &Fixture, src: &Source, t: &Transcript, chunking: &[usize]) -> Vec<
         want_req.push(list.ndx_start + i as i32);
     }
     if t.requested != want_req {
-        bad.push(format!("{tag}: requested {:?}, want {want_req:?}", t.requested));
+        bad.push(format!(
+            "{tag}: requested {:?}, want {want_req:?}",
+            t.requested
+        ));
     }
     let got: Vec<i32> = t.files.iter().map(|f| f.ndx).collect();
     if got != t.requested {
-        bad.push(format!("{tag}: received {got:?}, requested {:?}", t.requested));
+        bad.push(format!(
+            "{tag}: received {got:?}, requested {:?}",
+            t.requested
+        ));
     }
     // Each file: the sender's checksum, our checksum and the source content agree.
     for f in &t.files {
@@ -290,7 +315,9 @@ fn check(fx: &Fixture, src: &Source, t: &Transcript, chunking: &[usize]) -> Vec<
             ));
         }
         match src.files.get(&e.name) {
-            None => bad.push(format!("{tag}: {shown} is not a regular file in the source")),
+            None => bad.push(format!(
+                "{tag}: {shown} is not a regular file in the source"
+            )),
             Some((sha, size)) => {
                 let got = hex(&Sha256::digest(&f.data));
                 if &got != sha || f.data.len() as u64 != *size {
@@ -322,10 +349,15 @@ fn replays_every_fixture() {
         .iter()
         .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    let missing: Vec<_> = expected_fixture_names().difference(&names).cloned().collect();
+    let missing: Vec<_> = expected_fixture_names()
+        .difference(&names)
+        .cloned()
+        .collect();
     let mut problems = Vec::new();
     if !missing.is_empty() {
-        problems.push(format!("fixtures missing from protocol-fixtures/: {missing:?}"));
+        problems.push(format!(
+            "fixtures missing from protocol-fixtures/: {missing:?}"
+        ));
     }
     let mut replayed = BTreeSet::new();
     for dir in &dirs {
@@ -385,7 +417,12 @@ impl Rng {
     }
 }
 
-fn run_guarded(fx: &Fixture, input: &[u8], chunking: &[usize], barriers: &[usize]) -> Result<Transcript, String> {
+fn run_guarded(
+    fx: &Fixture,
+    input: &[u8],
+    chunking: &[usize],
+    barriers: &[usize],
+) -> Result<Transcript, String> {
     catch_unwind(AssertUnwindSafe(|| {
         drive_empty_dest(config(fx), input, chunking, barriers, true)
     }))
@@ -419,7 +456,10 @@ fn truncated_recordings_fail_cleanly() {
         for cut in cut_points(fx.server.len(), &mut rng) {
             cuts += 1;
             match run_guarded(&fx, &fx.server[..cut], &[4096], &barriers) {
-                Err(panic) => problems.push(format!("{}: PANIC with server.bin cut at {cut}: {panic}", fx.name)),
+                Err(panic) => problems.push(format!(
+                    "{}: PANIC with server.bin cut at {cut}: {panic}",
+                    fx.name
+                )),
                 Ok(t) => {
                     if t.finished {
                         problems.push(format!(
@@ -434,7 +474,10 @@ fn truncated_recordings_fail_cleanly() {
                             "{}: cut at {cut}: engine-side failure instead of a session error: {e}",
                             fx.name
                         )),
-                        None => problems.push(format!("{}: cut at {cut}: EOF mid-session gave no error", fx.name)),
+                        None => problems.push(format!(
+                            "{}: cut at {cut}: EOF mid-session gave no error",
+                            fx.name
+                        )),
                     }
                 }
             }
@@ -468,7 +511,10 @@ fn corrupted_recordings_never_panic() {
             buf[at] ^= flip;
             runs += 1;
             if let Err(p) = run_guarded(&fx, &buf, &[4096], &barriers) {
-                panics.push(format!("{}: PANIC with byte {at} ^= 0x{flip:02x}: {p}", fx.name));
+                panics.push(format!(
+                    "{}: PANIC with byte {at} ^= 0x{flip:02x}: {p}",
+                    fx.name
+                ));
             }
             buf[at] ^= flip;
         }
@@ -481,12 +527,20 @@ fn corrupted_recordings_never_panic() {
             }
             runs += 1;
             if let Err(p) = run_guarded(&fx, &b, &[4096], &barriers) {
-                panics.push(format!("{}: PANIC with 4 random bytes at {at}: {p}", fx.name));
+                panics.push(format!(
+                    "{}: PANIC with 4 random bytes at {at}: {p}",
+                    fx.name
+                ));
             }
         }
     }
     assert!(runs > 1000);
-    assert!(panics.is_empty(), "{} panic(s):\n{}", panics.len(), panics.join("\n"));
+    assert!(
+        panics.is_empty(),
+        "{} panic(s):\n{}",
+        panics.len(),
+        panics.join("\n")
+    );
 }
 
 /// The recorded client stream is well-formed on its own: after the text
@@ -496,9 +550,15 @@ fn corrupted_recordings_never_panic() {
 fn recorded_client_streams_are_well_formed() {
     for dir in fixture_dirs() {
         let fx = load(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let greeting_end = fx.client.iter().position(|&b| b == b'\n').expect("greeting line") + 1;
+        let greeting_end = fx
+            .client
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("greeting line")
+            + 1;
         assert!(
-            fx.client.starts_with(format!("@RSYNCD: {}.0 ", fx.protocol).as_bytes()),
+            fx.client
+                .starts_with(format!("@RSYNCD: {}.0 ", fx.protocol).as_bytes()),
             "{}",
             fx.name
         );
@@ -517,7 +577,12 @@ fn recorded_client_streams_are_well_formed() {
             );
             assert_eq!(tail[4], 0, "{}", fx.name);
         } else {
-            assert_eq!(&fx.client[fx.client.len() - 4..], &(-1i32).to_le_bytes(), "{}", fx.name);
+            assert_eq!(
+                &fx.client[fx.client.len() - 4..],
+                &(-1i32).to_le_bytes(),
+                "{}",
+                fx.name
+            );
         }
     }
 }
