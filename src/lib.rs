@@ -4,6 +4,7 @@
 //! `cli`. `recent` and `iim` hold the pure parsers for instant mirroring.
 pub mod checksum;
 pub mod cli;
+pub mod daemon;
 pub mod engine;
 pub mod exit;
 pub mod filter;

@@ -1,0 +1,574 @@
+//! The scheduler: every job on its own timer, at most `max_parallel` running
+//! at once (a tokio semaphore), one run per job at a time, a lock per
+//! destination, status persisted after every start and end, the config
+//! reloaded on SIGHUP or when the file changes (running jobs keep the settings
+//! they started with).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+
+use crate::engine::monitor::Monitor;
+use crate::exit::ExitCode;
+use crate::proto::session::MsgKind;
+
+use super::config::{self, Config, JobConfig};
+use super::lock::{DestLock, LockError};
+use super::probe::{self, Candidate, ProbeOpts, Status};
+use super::status::{JobStatus, RunState, StatusStore};
+use super::strategy::{planner_for, JobError, Outcome, RunCtx, RunResult};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub only: Vec<String>,
+    pub skip: Vec<String>,
+    /// Run every selected job now, whatever its timer says (first round only).
+    pub ignore_timers: bool,
+    /// Run what is due, wait for it, exit.
+    pub once: bool,
+}
+
+pub fn now_f() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn stamp(t: f64) -> String {
+    let secs = t as i64;
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since the epoch → (year, month, day).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = if z >= 0 { z } else { z - 146096 } / 146097;
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// UTC time for tables and logs.
+pub fn fmt_time(t: f64) -> String {
+    stamp(t)
+}
+
+pub fn log(job: &str, msg: &str) {
+    let j = if job.is_empty() { String::new() } else { format!(" [{job}]") };
+    eprintln!("{} rmirror{j}: {msg}", stamp(now_f()));
+}
+
+/// When a job is due next, from its last run.
+pub fn next_due(job: &JobConfig, st: Option<&JobStatus>) -> f64 {
+    let Some(st) = st else { return 0.0 };
+    let start = st.last_start.unwrap_or(0.0);
+    let end = st.last_end.unwrap_or(start);
+    match st.result {
+        None => 0.0,
+        Some(RunState::Ok) | Some(RunState::Unchanged) => {
+            (start + job.interval.as_secs_f64()).max(end + job.min_wait_ok.as_secs_f64())
+        }
+        Some(RunState::Failed) => end + job.min_wait_fail.as_secs_f64(),
+        // A run of a process that died (its entry still says running).
+        Some(RunState::Running) => start + job.min_wait_fail.as_secs_f64(),
+        Some(RunState::Skipped) => st.next_due.unwrap_or(end + 60.0),
+    }
+}
+
+/// Logs the server's warnings and errors for a job.
+struct JobMonitor {
+    job: String,
+}
+
+impl Monitor for JobMonitor {
+    fn message(&self, kind: MsgKind, text: &[u8]) {
+        if matches!(kind, MsgKind::Info) {
+            return;
+        }
+        let t = crate::text::escape_bytes(text, true);
+        log(&self.job, &format!("upstream: {}", t.trim_end()));
+    }
+    fn local_error(&self, text: &str) {
+        log(&self.job, text);
+    }
+}
+
+/// The result of one job run as the scheduler records it.
+#[derive(Debug, Clone)]
+pub struct JobRun {
+    pub state: RunState,
+    pub exit: ExitCode,
+    pub result: Option<RunResult>,
+    pub upstream: Option<String>,
+    pub message: String,
+}
+
+fn xorshift_seed() -> u64 {
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let mut x = t ^ ((std::process::id() as u64) << 32) ^ 0x9E3779B97F4A7C15;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+fn random_upto(d: Duration) -> Duration {
+    if d.is_zero() {
+        return d;
+    }
+    Duration::from_millis(xorshift_seed() % (d.as_millis() as u64 + 1))
+}
+
+/// Paths a job run needs from the global config.
+#[derive(Clone)]
+pub struct Paths {
+    pub lock_dir: PathBuf,
+    pub staging: PathBuf,
+}
+
+/// Upstreams to try, best first, with the marker already fetched where the
+/// freshness signal is the marker.
+async fn choose_upstreams(job: &JobConfig, paths: &Paths, password: Option<Vec<u8>>) -> Result<Vec<(String, Option<PathBuf>)>, JobError> {
+    let opts = ProbeOpts {
+        max_age: job.max_age,
+        timeout: job.contimeout.unwrap_or(Duration::from_secs(30)).max(job.timeout.unwrap_or(Duration::ZERO)),
+        password,
+        monitor: Arc::new(JobMonitor { job: job.name.clone() }),
+    };
+    let mut cands: Vec<Candidate>;
+    let signal = match &job.freshness {
+        Some(s) => s.clone(),
+        None if job.discover.is_none() => {
+            return Ok(job.upstreams.iter().map(|u| (u.clone(), None)).collect());
+        }
+        None => "mirror.yml".into(),
+    };
+    if let Some(list) = &job.discover {
+        let d = probe::discover(list, &paths.staging.join("discover"), &opts)
+            .await
+            .map_err(|e| JobError { msg: e, code: ExitCode::StartClient, upstream_fault: false })?;
+        cands = d.candidates;
+        if let Some(m) = &d.master {
+            log(&job.name, &format!("master {m} (named by {} fresh mirrors)", d.master_votes));
+            let mut mc = probe::probe_all(std::slice::from_ref(m), &signal, &paths.staging.join("master"), &opts).await;
+            cands.append(&mut mc);
+        }
+        // Configured upstreams join the discovered ones.
+        if !job.upstreams.is_empty() {
+            let mut more = probe::probe_all(&job.upstreams, &signal, &paths.staging.join("configured"), &opts).await;
+            cands.append(&mut more);
+        }
+        cands.retain(|c| c.url.starts_with("rsync://") || c.url.contains("::"));
+    } else {
+        cands = probe::probe_all(&job.upstreams, &signal, &paths.staging, &opts).await;
+    }
+    // The local copy's own signal: never go back in time.
+    let local_ts = {
+        let p = job.destination.join(&signal);
+        std::fs::read(&p).ok().and_then(|data| {
+            let mtime = std::fs::metadata(&p).ok()?.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_secs();
+            let name = signal.rsplit('/').next().unwrap_or(&signal);
+            probe::parse_signal(probe::SignalKind::for_path(&signal), name, &data, Some(mtime)).ok()?.timestamp
+        })
+    };
+    let single = cands.len() == 1;
+    for c in cands.iter_mut() {
+        // With one upstream there is nothing fresher to prefer: the age limit
+        // only ranks; the local-copy rule below still holds.
+        if single && c.status == Status::Stale {
+            log(&job.name, &format!("{} is older than {} but is the only upstream", c.url, probe::fmt_age(job.max_age.as_secs())));
+            c.status = Status::Fresh;
+        }
+        if let (Some(l), Some(t)) = (local_ts, c.timestamp) {
+            if c.status == Status::Fresh && t < l {
+                c.status = Status::Stale;
+                c.detail = "older than the local copy".into();
+            }
+        }
+    }
+    probe::rank(&mut cands);
+    for c in &cands {
+        if c.status != Status::Fresh {
+            log(&job.name, &format!("not using {}: {:?} {}", c.url, c.status, c.detail));
+        }
+    }
+    let fresh: Vec<(String, Option<PathBuf>)> = cands
+        .iter()
+        .filter(|c| c.status == Status::Fresh)
+        .map(|c| (c.url.clone(), if signal == job.marker { c.staged.clone() } else { None }))
+        .collect();
+    if fresh.is_empty() {
+        let why: Vec<String> = cands.iter().map(|c| format!("{}: {:?} {}", c.url, c.status, c.detail)).collect();
+        return Err(JobError { msg: format!("no fresh upstream ({})", why.join("; ")), code: ExitCode::StartClient, upstream_fault: false });
+    }
+    Ok(fresh)
+}
+
+/// Try the upstreams in order, failing over when one fails mid-way.
+async fn attempts(job: Arc<JobConfig>, paths: &Paths, password: Option<Vec<u8>>) -> (Result<RunResult, JobError>, Option<String>) {
+    let planner = match planner_for(&job.strategy) {
+        Ok(p) => p,
+        Err(e) => return (Err(JobError::local(e, ExitCode::Unsupported)), None),
+    };
+    let ups = match choose_upstreams(&job, paths, password.clone()).await {
+        Ok(u) => u,
+        Err(e) => return (Err(e), None),
+    };
+    let mut last = None;
+    let n = ups.len();
+    for (i, (up, pre)) in ups.into_iter().enumerate() {
+        let ctx = RunCtx {
+            job: job.clone(),
+            upstream: up.clone(),
+            password: password.clone(),
+            staging: paths.staging.join("marker"),
+            prefetched_marker: pre,
+            monitor: Arc::new(JobMonitor { job: job.name.clone() }),
+        };
+        log(&job.name, &format!("{} from {up}", job.strategy.as_str()));
+        match planner.run(&ctx).await {
+            Ok(r) => return (Ok(r), Some(up)),
+            Err(e) if e.upstream_fault && i + 1 < n => {
+                log(&job.name, &format!("{up} failed ({}); failing over to the next upstream", e.msg));
+                last = Some((e, up));
+            }
+            Err(e) => return (Err(e), Some(up)),
+        }
+    }
+    match last {
+        Some((e, up)) => (Err(e), Some(up)),
+        None => (Err(JobError::local("no upstream", ExitCode::StartClient)), None),
+    }
+}
+
+fn read_password(job: &JobConfig) -> Result<Option<Vec<u8>>, String> {
+    if let Some(f) = &job.password_file {
+        let data = std::fs::read(f).map_err(|e| format!("cannot read password file {}: {e}", f.display()))?;
+        let line = data.split(|&b| b == b'\n').next().unwrap_or(&[]);
+        return Ok(Some(line.iter().copied().filter(|&b| b != b'\r').collect()));
+    }
+    Ok(None)
+}
+
+/// Run a hook with the job's result in the environment; Err on non-zero exit.
+async fn run_hook(job: &JobConfig, which: &str, cmd: &str, env: Vec<(String, String)>) -> Result<(), String> {
+    let cmd = cmd.to_string();
+    let name = job.name.clone();
+    let which = which.to_string();
+    tokio::task::spawn_blocking(move || {
+        let st = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&cmd)
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("{which} hook: cannot run: {e}"))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(format!("{which} hook of {name} exited with {st}"))
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+fn hook_env(job: &JobConfig, run: Option<&JobRun>, start: f64, end: Option<f64>) -> Vec<(String, String)> {
+    let mut v = vec![
+        ("RMIRROR_JOB".to_string(), job.name.clone()),
+        ("RMIRROR_DEST".into(), job.destination.display().to_string()),
+        ("RMIRROR_STRATEGY".into(), job.strategy.as_str().into()),
+        ("RMIRROR_START".into(), format!("{start:.3}")),
+    ];
+    if let Some(r) = run {
+        v.push(("RMIRROR_RESULT".into(), r.state.as_str().into()));
+        v.push(("RMIRROR_EXIT".into(), r.exit.code().to_string()));
+        v.push(("RMIRROR_UPSTREAM".into(), r.upstream.clone().unwrap_or_default()));
+        v.push(("RMIRROR_MESSAGE".into(), r.message.clone()));
+        let rr = r.result.as_ref();
+        v.push(("RMIRROR_FILES".into(), rr.map_or(0, |x| x.files).to_string()));
+        v.push(("RMIRROR_BYTES".into(), rr.map_or(0, |x| x.bytes).to_string()));
+        v.push(("RMIRROR_DELETED".into(), rr.map_or(0, |x| x.deleted).to_string()));
+    }
+    if let Some(e) = end {
+        v.push(("RMIRROR_END".into(), format!("{e:.3}")));
+    }
+    v
+}
+
+/// One run of one job: lock, hooks, upstream choice, strategy, status.
+pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>) -> JobRun {
+    let lock = match DestLock::acquire(&paths.lock_dir, &job.destination, &job.name) {
+        Ok(l) => l,
+        Err(e) => {
+            let busy = matches!(e, LockError::Busy { .. });
+            let msg = e.to_string();
+            log(&job.name, &format!("not run: {msg}"));
+            let retry = job.interval.as_secs_f64().min(60.0);
+            let _ = status.update(&job.name, |s| {
+                if busy {
+                    s.result = Some(RunState::Skipped);
+                    s.next_due = Some(now_f() + retry);
+                } else {
+                    s.result = Some(RunState::Failed);
+                    s.last_end = Some(now_f());
+                    s.next_due = Some(now_f() + job.min_wait_fail.as_secs_f64());
+                }
+                s.message = msg.clone();
+            });
+            let state = if busy { RunState::Skipped } else { RunState::Failed };
+            return JobRun { state, exit: ExitCode::FileIo, result: None, upstream: None, message: msg };
+        }
+    };
+    if let Some(p) = lock.took_over_from {
+        log(&job.name, &format!("took over the stale lock of dead pid {p}"));
+    }
+    let start = now_f();
+    let _ = status.update(&job.name, |s| {
+        s.last_start = Some(start);
+        s.result = Some(RunState::Running);
+        s.pid = Some(std::process::id());
+        s.message.clear();
+    });
+    log(&job.name, "started");
+    let mut run = async {
+        if let Some(h) = &job.hooks.before {
+            if let Err(e) = run_hook(&job, "before", h, hook_env(&job, None, start, None)).await {
+                return JobRun { state: RunState::Failed, exit: ExitCode::Syntax, result: None, upstream: None, message: e };
+            }
+        }
+        let password = match read_password(&job) {
+            Ok(p) => p,
+            Err(e) => return JobRun { state: RunState::Failed, exit: ExitCode::Syntax, result: None, upstream: None, message: e },
+        };
+        let fut = attempts(job.clone(), &paths, password);
+        let (r, up) = match job.wall_timeout {
+            Some(w) => match tokio::time::timeout(w, fut).await {
+                Ok(x) => x,
+                Err(_) => (
+                    Err(JobError::local(format!("wall-clock timeout after {}s", w.as_secs()), ExitCode::Timeout)),
+                    None,
+                ),
+            },
+            None => fut.await,
+        };
+        match r {
+            Ok(rr) => JobRun {
+                state: if rr.outcome == Outcome::Unchanged { RunState::Unchanged } else { RunState::Ok },
+                exit: rr.exit,
+                message: if rr.outcome == Outcome::Unchanged { "marker unchanged".into() } else { String::new() },
+                result: Some(rr),
+                upstream: up,
+            },
+            Err(e) => JobRun { state: RunState::Failed, exit: e.code, result: None, upstream: up, message: e.msg },
+        }
+    }
+    .await;
+    let end = now_f();
+    let hook = if run.state == RunState::Failed { job.hooks.on_failure.as_deref().map(|h| ("on_failure", h)) } else { job.hooks.after.as_deref().map(|h| ("after", h)) };
+    if let Some((which, h)) = hook {
+        if let Err(e) = run_hook(&job, which, h, hook_env(&job, Some(&run), start, Some(end))).await {
+            log(&job.name, &e);
+            if run.state != RunState::Failed {
+                run.state = RunState::Failed;
+                run.exit = ExitCode::Syntax;
+                run.message = e;
+            }
+        }
+    }
+    let _ = status.update(&job.name, |s| {
+        s.last_end = Some(end);
+        s.result = Some(run.state);
+        s.exit_code = Some(run.exit.code());
+        s.message = run.message.clone();
+        s.upstream = run.upstream.clone();
+        s.runs += 1;
+        if let Some(r) = &run.result {
+            s.files = r.files;
+            s.bytes = r.bytes;
+            s.deleted = r.deleted;
+            s.sessions = r.sessions;
+        } else {
+            s.files = 0;
+            s.bytes = 0;
+            s.deleted = 0;
+            s.sessions = 0;
+        }
+        if run.state == RunState::Failed {
+            s.failures += 1;
+        } else {
+            s.last_success = Some(end);
+        }
+        let snapshot = s.clone();
+        s.next_due = Some(next_due(&job, Some(&snapshot)));
+    });
+    let summary = match &run.result {
+        Some(r) => format!("{} (exit {}): {} files, {} bytes, {} deleted, {} sessions", run.state.as_str(), run.exit.code(), r.files, r.bytes, r.deleted, r.sessions),
+        None => format!("{} (exit {}): {}", run.state.as_str(), run.exit.code(), run.message),
+    };
+    log(&job.name, &summary);
+    drop(lock);
+    run
+}
+
+fn selected(opts: &RunOptions, name: &str) -> bool {
+    (opts.only.is_empty() || opts.only.iter().any(|o| o == name)) && !opts.skip.iter().any(|s| s == name)
+}
+
+fn mtime_of(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).ok()?.modified().ok()
+}
+
+/// `rmirror run`: the scheduler loop (or one round with `once`).
+pub async fn run(opts: RunOptions) -> Result<ExitCode, String> {
+    let mut cfg: Config = config::load(&opts.config).map_err(|errs| {
+        errs.iter().map(|e| format!("{}: {e}", opts.config.display())).collect::<Vec<_>>().join("\n")
+    })?;
+    for name in opts.only.iter().chain(&opts.skip) {
+        if cfg.job(name).is_none() {
+            return Err(format!("no job named {name:?} in {}", opts.config.display()));
+        }
+    }
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| format!("cannot create {}: {e}", cfg.state_dir.display()))?;
+    let status = Arc::new(StatusStore::open(&cfg.status_file)?);
+    let sem = Arc::new(Semaphore::new(cfg.max_parallel));
+    let mut permits = cfg.max_parallel;
+    let mut cfg_mtime = mtime_of(&opts.config);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut tasks: tokio::task::JoinSet<(String, JobRun)> = tokio::task::JoinSet::new();
+    let mut running: HashSet<String> = HashSet::new();
+    let mut first_round = true;
+    let mut worst = ExitCode::Ok;
+    let mut started_once: HashSet<String> = HashSet::new();
+    // Jobs the status says are running but no process runs: report them.
+    let me = std::process::id();
+    for j in &cfg.jobs {
+        if let Some(s) = status.get(&j.name) {
+            if s.result == Some(RunState::Running) && s.pid != Some(me) {
+                log(&j.name, "the previous run was interrupted");
+            }
+        }
+    }
+    log("", &format!("{} jobs, max_parallel {}", cfg.jobs.len(), cfg.max_parallel));
+    loop {
+        let now = now_f();
+        let mut next_wake: Option<f64> = None;
+        let mut due_jobs: Vec<Arc<JobConfig>> = Vec::new();
+        for job in &cfg.jobs {
+            if !selected(&opts, &job.name) || running.contains(&job.name) {
+                continue;
+            }
+            if opts.once && started_once.contains(&job.name) {
+                continue;
+            }
+            let due = if opts.ignore_timers && first_round { 0.0 } else { next_due(job, status.get(&job.name).as_ref()) };
+            if due <= now {
+                due_jobs.push(job.clone());
+            } else if !opts.once {
+                next_wake = Some(next_wake.map_or(due, |w: f64| w.min(due)));
+            }
+        }
+        first_round = false;
+        for job in due_jobs {
+            running.insert(job.name.clone());
+            started_once.insert(job.name.clone());
+            let (sem, status) = (sem.clone(), status.clone());
+            let paths = Paths { lock_dir: cfg.lock_dir(), staging: cfg.staging_dir(&job.name) };
+            let delay = random_upto(job.random_delay);
+            tasks.spawn(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let _permit = sem.acquire_owned().await;
+                let r = run_job(job.clone(), paths, status).await;
+                (job.name.clone(), r)
+            });
+        }
+        if opts.once && tasks.is_empty() {
+            return Ok(worst);
+        }
+        let sleep_for = next_wake.map(|w| Duration::from_secs_f64((w - now_f()).clamp(0.05, 3600.0))).unwrap_or(Duration::from_secs(3600));
+        let poll = if cfg.reload_poll.is_zero() || opts.once { Duration::from_secs(3600) } else { cfg.reload_poll };
+        let mut reload = false;
+        tokio::select! {
+            Some(r) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok((name, run)) = r {
+                    running.remove(&name);
+                    if run.state == RunState::Failed && worst == ExitCode::Ok {
+                        worst = if run.exit == ExitCode::Ok { ExitCode::Partial } else { run.exit };
+                    }
+                }
+            }
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = hup.recv() => { log("", "SIGHUP: reloading the configuration"); reload = true; }
+            _ = tokio::time::sleep(poll) => {
+                let m = mtime_of(&opts.config);
+                if m != cfg_mtime { log("", "the configuration file changed: reloading"); reload = true; }
+            }
+        }
+        if reload && !opts.once {
+            cfg_mtime = mtime_of(&opts.config);
+            match config::load(&opts.config) {
+                Ok(new) => {
+                    if new.status_file != cfg.status_file || new.state_dir != cfg.state_dir {
+                        log("", "state_dir/status_file changes take effect on restart");
+                    }
+                    if new.max_parallel > permits {
+                        sem.add_permits(new.max_parallel - permits);
+                    } else if new.max_parallel < permits {
+                        // Take the difference out of circulation as running jobs release it.
+                        let (s, n) = (sem.clone(), (permits - new.max_parallel) as u32);
+                        tokio::spawn(async move {
+                            if let Ok(p) = s.acquire_many_owned(n).await {
+                                p.forget();
+                            }
+                        });
+                    }
+                    permits = new.max_parallel;
+                    let (state_dir, status_file) = (cfg.state_dir.clone(), cfg.status_file.clone());
+                    cfg = new;
+                    cfg.state_dir = state_dir;
+                    cfg.status_file = status_file;
+                    log("", &format!("reloaded: {} jobs, max_parallel {} ({} running keep their settings)", cfg.jobs.len(), permits, running.len()));
+                }
+                Err(errs) => {
+                    for e in errs {
+                        log("", &format!("reload rejected, keeping the old configuration: {}: {e}", opts.config.display()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Status rows for `rmirror status`: every configured job (plus any the file
+/// still knows), with its next due time under the current config.
+pub fn status_rows(cfg: Option<&Config>, doc: &super::status::StatusDoc) -> Vec<(String, JobStatus)> {
+    let mut out: Vec<(String, JobStatus)> = Vec::new();
+    let mut seen = HashSet::new();
+    if let Some(c) = cfg {
+        for j in &c.jobs {
+            let mut s = doc.jobs.get(&j.name).cloned().unwrap_or_default();
+            if s.result != Some(RunState::Running) {
+                s.next_due = Some(next_due(j, Some(&s)).max(0.0));
+            }
+            seen.insert(j.name.clone());
+            out.push((j.name.clone(), s));
+        }
+    }
+    let rest: HashMap<_, _> = doc.jobs.iter().filter(|(k, _)| !seen.contains(*k)).collect();
+    let mut rest: Vec<_> = rest.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    out.extend(rest);
+    out
+}

@@ -1,0 +1,344 @@
+//! How one job run moves the tree from one chosen upstream: a small trait, so
+//! the RECENT planner (`strategy = "recent"`) plugs in when it lands.
+//!
+//! * `full`: one sync with delete (the engine deletes after the transfer and
+//!   renames its temps into place together), then the late-publish pass.
+//! * `marker` (IUS): fetch the marker into a private staging dir; equal to the
+//!   local copy → no-op; otherwise the full sync with the marker excluded, and
+//!   the staged marker renamed into place last.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::monitor::Monitor;
+use crate::engine::pull::PullSpec;
+use crate::engine::{SyncError, SyncReport};
+use crate::exit::ExitCode;
+use crate::filter::FilterList;
+use crate::remote::RemoteSpec;
+
+use super::config::{JobConfig, MarkerFormat, StrategyKind};
+
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a job run needs to know, for one upstream.
+pub struct RunCtx {
+    pub job: Arc<JobConfig>,
+    pub upstream: String,
+    pub password: Option<Vec<u8>>,
+    /// Private per-job staging dir (outside the published tree).
+    pub staging: PathBuf,
+    /// The marker as already fetched from this upstream by the probe, if any.
+    pub prefetched_marker: Option<PathBuf>,
+    pub monitor: Arc<dyn Monitor>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The tree was synced.
+    Synced,
+    /// Nothing to do (unchanged marker).
+    Unchanged,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub outcome: Outcome,
+    pub exit: ExitCode,
+    pub sessions: u32,
+    pub files: u64,
+    pub bytes: u64,
+    pub deleted: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobError {
+    pub msg: String,
+    pub code: ExitCode,
+    /// The upstream's fault (connection, protocol, timeout): another upstream may do.
+    pub upstream_fault: bool,
+}
+
+impl JobError {
+    pub fn local(msg: impl Into<String>, code: ExitCode) -> Self {
+        JobError { msg: msg.into(), code, upstream_fault: false }
+    }
+}
+
+impl From<SyncError> for JobError {
+    fn from(e: SyncError) -> Self {
+        let upstream_fault = !matches!(e, SyncError::Local { .. });
+        JobError { msg: e.to_string(), code: e.exit_code(), upstream_fault }
+    }
+}
+
+/// A strategy: runs the job against one upstream.
+pub trait Planner: Send + Sync {
+    fn run<'a>(&'a self, ctx: &'a RunCtx) -> BoxFut<'a, Result<RunResult, JobError>>;
+}
+
+/// The planner for a strategy, or why there is none.
+pub fn planner_for(kind: &StrategyKind) -> Result<Arc<dyn Planner>, String> {
+    match kind {
+        StrategyKind::Full => Ok(Arc::new(FullPlanner)),
+        StrategyKind::Marker => Ok(Arc::new(MarkerPlanner)),
+        StrategyKind::Recent => Err(
+            "strategy \"recent\" is not available yet (the RECENT planner, crate::plan::recent, has not landed); use \"full\" or \"marker\" for now".into(),
+        ),
+    }
+}
+
+/// `upstream` with `rel` appended to its path (a directory URL).
+pub fn remote_at(upstream: &str) -> Result<RemoteSpec, JobError> {
+    let mut r = crate::remote::parse(upstream).map_err(|e| JobError::local(e, ExitCode::Syntax))?;
+    if !r.path.is_empty() && !r.path.ends_with(b"/") {
+        r.path.push(b'/');
+    }
+    Ok(r)
+}
+
+/// A pull spec with the job's connection settings.
+pub fn base_spec(job: &JobConfig, source: RemoteSpec, dest: &Path, password: Option<Vec<u8>>) -> PullSpec {
+    let mut ps = PullSpec::new(source, dest.to_path_buf());
+    ps.timeout = job.timeout;
+    ps.contimeout = job.contimeout;
+    ps.password = password;
+    ps
+}
+
+fn check_report(rep: &SyncReport, what: &str) -> Result<(), JobError> {
+    let code = rep.exit_code();
+    if code == ExitCode::Ok {
+        return Ok(());
+    }
+    // Vanished files (24) are normal on a live archive; everything else fails the run.
+    if code == ExitCode::Vanished {
+        return Ok(());
+    }
+    Err(JobError {
+        msg: format!("{what} ended with exit code {} ({code:?})", code.code()),
+        code,
+        upstream_fault: !matches!(code, ExitCode::DelLimit | ExitCode::FileIo),
+    })
+}
+
+/// Fetch one file (relative to `upstream`) into `dir`, keeping its relative path.
+pub async fn fetch_file(
+    job: Option<&JobConfig>,
+    upstream: &str,
+    rel: &str,
+    dir: &Path,
+    password: Option<Vec<u8>>,
+    timeout: Option<Duration>,
+    monitor: Arc<dyn Monitor>,
+) -> Result<PathBuf, JobError> {
+    std::fs::create_dir_all(dir).map_err(|e| JobError::local(format!("cannot create {}: {e}", dir.display()), ExitCode::FileIo))?;
+    // Ask from the module root for the full path: the name list is then
+    // relative to the root, as rsync's --files-from with -R expects.
+    let mut src = remote_at(upstream)?;
+    let mut rel_full = String::from_utf8_lossy(&src.path).into_owned();
+    rel_full.push_str(rel);
+    src.path.clear();
+    let rel = rel_full.as_str();
+    let mut ps = match job {
+        Some(j) => base_spec(j, src, dir, password),
+        None => {
+            let mut p = PullSpec::new(src, dir.to_path_buf());
+            p.timeout = timeout;
+            p.contimeout = timeout;
+            p.password = password;
+            p
+        }
+    };
+    ps.files_from = Some(vec![rel.as_bytes().to_vec()]);
+    ps.recursive = false;
+    // A marker can change within a second and keep its size: compare by
+    // checksum (one small file, so cheap). The staged copy is kept between
+    // runs, so an unchanged marker is not sent at all.
+    ps.checksum = true;
+    let rep = crate::engine::pull::pull(&ps, monitor).await?;
+    let out = dir.join(rel);
+    if rep.exit_code() != ExitCode::Ok || !out.is_file() {
+        return Err(JobError {
+            msg: format!("cannot fetch {rel} from {upstream} (exit code {})", rep.exit_code().code()),
+            code: if rep.exit_code() == ExitCode::Ok { ExitCode::Partial } else { rep.exit_code() },
+            upstream_fault: true,
+        });
+    }
+    Ok(out)
+}
+
+fn filters_from(rules: &[String], extra_first: &[String], extra_last: &[String]) -> Result<FilterList, JobError> {
+    let mut fl = FilterList::new();
+    for r in extra_first.iter().chain(rules).chain(extra_last) {
+        fl.add_rule(r).map_err(|e| JobError::local(format!("filter rule {r:?}: {e}"), ExitCode::Syntax))?;
+    }
+    Ok(fl)
+}
+
+fn add(total: &mut RunResult, rep: &SyncReport) {
+    total.sessions += 1;
+    total.files += rep.files_transferred;
+    total.bytes += rep.bytes_read;
+    total.deleted += rep.deleted;
+    if rep.exit_code() != ExitCode::Ok && total.exit == ExitCode::Ok {
+        total.exit = rep.exit_code();
+    }
+}
+
+/// The tree sync both planners share: everything except `hold_back` (exact
+/// paths published by the caller) and the late-publish patterns, then the
+/// late-publish patterns alone.
+async fn sync_tree(ctx: &RunCtx, hold_back: &[String], total: &mut RunResult) -> Result<(), JobError> {
+    let job = &ctx.job;
+    let src = remote_at(&ctx.upstream)?;
+    std::fs::create_dir_all(&job.destination)
+        .map_err(|e| JobError::local(format!("cannot create {}: {e}", job.destination.display()), ExitCode::FileIo))?;
+    let mut first: Vec<String> = hold_back.iter().map(|p| format!("- /{}", p.trim_start_matches('/'))).collect();
+    first.extend(job.late_publish.iter().map(|p| format!("- {p}")));
+    let mut ps = base_spec(job, src.clone(), &job.destination, ctx.password.clone());
+    ps.delete = true;
+    ps.max_delete = job.max_delete;
+    ps.filters = Arc::new(filters_from(&job.filters, &first, &[])?);
+    let rep = crate::engine::pull::pull(&ps, ctx.monitor.clone()).await?;
+    add(total, &rep);
+    check_report(&rep, "the tree sync")?;
+    if job.late_publish.is_empty() {
+        return Ok(());
+    }
+    // Second pass: the late-publish paths only (directories traversed, all else excluded).
+    let hold: Vec<String> = hold_back.iter().map(|p| format!("- /{}", p.trim_start_matches('/'))).collect();
+    let mut last = vec!["+ */".to_string()];
+    for p in &job.late_publish {
+        if let Some(d) = p.strip_suffix('/') {
+            last.push(format!("+ {d}/***"));
+        } else {
+            last.push(format!("+ {p}"));
+        }
+    }
+    last.push("- *".into());
+    let mut ps2 = base_spec(job, src, &job.destination, ctx.password.clone());
+    ps2.delete = true;
+    ps2.max_delete = job.max_delete;
+    ps2.filters = Arc::new(filters_from(&job.filters, &hold, &last)?);
+    let rep = crate::engine::pull::pull(&ps2, ctx.monitor.clone()).await?;
+    add(total, &rep);
+    check_report(&rep, "the late-publish pass")
+}
+
+pub struct FullPlanner;
+
+impl Planner for FullPlanner {
+    fn run<'a>(&'a self, ctx: &'a RunCtx) -> BoxFut<'a, Result<RunResult, JobError>> {
+        Box::pin(async move {
+            let mut total = new_result(Outcome::Synced);
+            sync_tree(ctx, &[], &mut total).await?;
+            Ok(total)
+        })
+    }
+}
+
+fn new_result(outcome: Outcome) -> RunResult {
+    RunResult { outcome, exit: ExitCode::Ok, sessions: 0, files: 0, bytes: 0, deleted: 0 }
+}
+
+/// The `Archive serial:` field of a Debian trace file.
+pub fn archive_serial(data: &[u8]) -> Option<String> {
+    let t = String::from_utf8_lossy(data);
+    t.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("Archive serial").then(|| v.trim().to_string())
+    })
+}
+
+/// Whether two marker contents say the same.
+pub fn markers_equal(format: MarkerFormat, a: &[u8], b: &[u8]) -> bool {
+    match format {
+        MarkerFormat::Plain => a == b,
+        MarkerFormat::Trace => match (archive_serial(a), archive_serial(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
+    }
+}
+
+pub struct MarkerPlanner;
+
+impl Planner for MarkerPlanner {
+    fn run<'a>(&'a self, ctx: &'a RunCtx) -> BoxFut<'a, Result<RunResult, JobError>> {
+        Box::pin(async move {
+            let job = &ctx.job;
+            let mut total = new_result(Outcome::Unchanged);
+            let staged = match &ctx.prefetched_marker {
+                Some(p) => p.clone(),
+                None => {
+                    let p = fetch_file(Some(job), &ctx.upstream, &job.marker, &ctx.staging, ctx.password.clone(), None, ctx.monitor.clone())
+                        .await?;
+                    total.sessions += 1;
+                    p
+                }
+            };
+            let new = std::fs::read(&staged)
+                .map_err(|e| JobError::local(format!("cannot read staged marker {}: {e}", staged.display()), ExitCode::FileIo))?;
+            let local_path = job.destination.join(&job.marker);
+            if let Ok(old) = std::fs::read(&local_path) {
+                if markers_equal(job.marker_format, &old, &new) {
+                    return Ok(total);
+                }
+            }
+            total.outcome = Outcome::Synced;
+            sync_tree(ctx, std::slice::from_ref(&job.marker), &mut total).await?;
+            publish_file(&staged, &local_path)
+                .map_err(|e| JobError::local(format!("cannot publish the marker {}: {e}", local_path.display()), ExitCode::FileIo))?;
+            total.files += 1;
+            Ok(total)
+        })
+    }
+}
+
+/// Copy `staged` to `dest` through a temp name and rename it into place,
+/// keeping mode and mtime, and leaving the parent directory's mtime as it was.
+pub fn publish_file(staged: &Path, dest: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = dest.parent().ok_or_else(|| std::io::Error::other("no parent"))?;
+    std::fs::create_dir_all(parent)?;
+    let parent_mtime = std::fs::metadata(parent)?.modified()?;
+    let md = std::fs::metadata(staged)?;
+    let name = dest.file_name().ok_or_else(|| std::io::Error::other("no file name"))?;
+    let tmp = parent.join(format!(".{}.rmirror-publish", name.to_string_lossy()));
+    std::fs::copy(staged, &tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(md.permissions().mode() & 0o7777))?;
+    let f = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+    f.set_modified(md.modified()?)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dest)?;
+    let d = std::fs::File::open(parent)?;
+    d.set_modified(parent_mtime)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_serials() {
+        let a = b"Mon Jan  1 00:00:00 UTC 2024\nDate: Mon, 01 Jan 2024 00:00:00 +0000\nArchive serial: 2024010101\n";
+        let b = b"Mon Jan  1 06:00:00 UTC 2024\nDate: Mon, 01 Jan 2024 06:00:00 +0000\nArchive serial: 2024010101\n";
+        let c = b"Archive serial: 2024010102\n";
+        assert!(markers_equal(MarkerFormat::Trace, a, b));
+        assert!(!markers_equal(MarkerFormat::Trace, a, c));
+        assert!(!markers_equal(MarkerFormat::Plain, a, b));
+    }
+
+    #[test]
+    fn recent_is_not_silently_something_else() {
+        let e = planner_for(&StrategyKind::Recent).err().unwrap();
+        assert!(e.contains("not available yet"));
+    }
+}
