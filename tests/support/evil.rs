@@ -151,7 +151,7 @@ pub mod enc {
         while cnt > min_bytes && b[cnt] == 0 {
             cnt -= 1;
         }
-        let bit: u8 = 1u8 << (7 - cnt + min_bytes);
+        let bit: u8 = 1u8 << (7 + min_bytes - cnt);
         if b[cnt] >= bit {
             cnt += 1;
             b[0] = !(bit - 1);
