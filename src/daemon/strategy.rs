@@ -2,7 +2,7 @@
 //! the RECENT planner (`strategy = "recent"`) plugs in when it lands.
 //!
 //! * `full`: one sync with delete (the engine deletes after the transfer and
-//!   renames its temps into place together), then the late-publish pass.
+//!   renames its temps into place together, the late-publish patterns last).
 //! * `marker` (IUS): fetch the marker into a private staging dir; equal to the
 //!   local copy → no-op; otherwise the full sync with the marker excluded, and
 //!   the staged marker renamed into place last.
@@ -190,44 +190,24 @@ fn add(total: &mut RunResult, rep: &SyncReport) {
     }
 }
 
-/// The tree sync both planners share: everything except `hold_back` (exact
-/// paths published by the caller) and the late-publish patterns, then the
-/// late-publish patterns alone.
+/// The tree sync both planners share: one session with delete (after the
+/// transfer), `hold_back` (exact paths the caller publishes itself) excluded
+/// and protected, and the job's late-publish patterns renamed into place by
+/// the engine after everything else.
 async fn sync_tree(ctx: &RunCtx, hold_back: &[String], total: &mut RunResult) -> Result<(), JobError> {
     let job = &ctx.job;
     let src = remote_at(&ctx.upstream)?;
     std::fs::create_dir_all(&job.destination)
         .map_err(|e| JobError::local(format!("cannot create {}: {e}", job.destination.display()), ExitCode::FileIo))?;
-    let mut first: Vec<String> = hold_back.iter().map(|p| format!("- /{}", p.trim_start_matches('/'))).collect();
-    first.extend(job.late_publish.iter().map(|p| format!("- {p}")));
-    let mut ps = base_spec(job, src.clone(), &job.destination, ctx.password.clone());
+    let first: Vec<String> = hold_back.iter().map(|p| format!("- /{}", p.trim_start_matches('/'))).collect();
+    let mut ps = base_spec(job, src, &job.destination, ctx.password.clone());
     ps.delete = true;
     ps.max_delete = job.max_delete;
     ps.filters = Arc::new(filters_from(&job.filters, &first, &[])?);
+    ps.late_publish = job.late_publish.clone();
     let rep = crate::engine::pull::pull(&ps, ctx.monitor.clone()).await?;
     add(total, &rep);
-    check_report(&rep, "the tree sync")?;
-    if job.late_publish.is_empty() {
-        return Ok(());
-    }
-    // Second pass: the late-publish paths only (directories traversed, all else excluded).
-    let hold: Vec<String> = hold_back.iter().map(|p| format!("- /{}", p.trim_start_matches('/'))).collect();
-    let mut last = vec!["+ */".to_string()];
-    for p in &job.late_publish {
-        if let Some(d) = p.strip_suffix('/') {
-            last.push(format!("+ {d}/***"));
-        } else {
-            last.push(format!("+ {p}"));
-        }
-    }
-    last.push("- *".into());
-    let mut ps2 = base_spec(job, src, &job.destination, ctx.password.clone());
-    ps2.delete = true;
-    ps2.max_delete = job.max_delete;
-    ps2.filters = Arc::new(filters_from(&job.filters, &hold, &last)?);
-    let rep = crate::engine::pull::pull(&ps2, ctx.monitor.clone()).await?;
-    add(total, &rep);
-    check_report(&rep, "the late-publish pass")
+    check_report(&rep, "the tree sync")
 }
 
 pub struct FullPlanner;
