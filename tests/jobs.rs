@@ -538,7 +538,8 @@ fn fails_over_when_the_best_upstream_dies_and_never_uses_a_stale_one() {
 #[test]
 fn probe_ranks_by_freshness_then_latency() {
     let n = now();
-    let master = "rsync://master.invalid/pub/";
+    // Loopback only: a master nobody listens on (port 1), never a DNS name.
+    let master = "rsync://127.0.0.1:1/pub/";
     let mk = |label: &str, content: String| {
         let dir = TestDir::new(label);
         std::fs::write(dir.path().join("mirror.yml"), content).unwrap();
@@ -546,7 +547,7 @@ fn probe_ranks_by_freshness_then_latency() {
     };
     let fast = mk("fast", mirror_yml(n - 30, Some(master)));
     let slow = mk("slow", mirror_yml(n - 30, Some(master)));
-    let older = mk("older", mirror_yml(n - 3600, Some("rsync://other.invalid/pub/")));
+    let older = mk("older", mirror_yml(n - 3600, Some("rsync://127.0.0.1:2/pub/")));
     let stale = mk("stale", mirror_yml(n - 2 * 86400, Some(master)));
     let broken = mk("broken", "<!DOCTYPE html>\n<html><body>Welcome to the hotel wifi</body></html>\n".into());
     let d1 = Rsyncd::builder().module("fast", fast.path()).module("older", older.path()).module("broken", broken.path()).start();
@@ -594,6 +595,15 @@ fn probe_ranks_by_freshness_then_latency() {
     assert_eq!(v3["masters"][0]["master"], master, "{v3}");
     assert_eq!(v3["masters"][0]["votes"], 2, "{v3}");
     assert_eq!(v3["candidates"][0]["url"], d1.url("fast"), "{v3}");
+    // A job that discovers its upstreams from the list uses the best fresh
+    // mirror (the agreed master is probed too, and is down here).
+    let t = TestDir::new("discover");
+    let cfg = write_cfg(t.path(), &format!("state_dir = \"state\"\n[[job]]\nname = \"d\"\ndestination = \"dest\"\ndiscover = \"{list_url}\"\n"));
+    let o = rmirror(&["run", "--once", "-c", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("master {master} (named by 2 fresh mirrors)")), "{}", show(&o));
+    assert_eq!(status_json(&cfg)["jobs"]["d"]["upstream"], d1.url("fast"));
+    oracle::assert_clean(&d1.url("fast"), &t.join("dest"));
     // The table form.
     let o = rmirror(&["probe", &d1.url("fast"), &d1.url("broken")]);
     let out = String::from_utf8_lossy(&o.stdout);
@@ -665,4 +675,37 @@ fn sighup_reloads_without_dropping_running_jobs_and_locks_are_per_destination() 
     let o = rmirror(&["run", "--once", "--ignore-timers", "--only", "b", "-c", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", show(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("stale lock of dead pid 999999999"), "{}", show(&o));
+}
+
+#[test]
+fn wall_clock_timeout_fails_the_run_and_runs_the_failure_hook() {
+    let src = TestDir::new("wall-src");
+    tree::TreeSpec::new().random_file("big.bin", 1_000_000, 9).write(src.path());
+    let d = Rsyncd::builder().module("m", src.path()).start();
+    let p = SlowProxy::start(d.port(), Duration::ZERO, Some(50_000));
+    let t = TestDir::new("wall");
+    let out = t.join("failed.env");
+    let cfg = write_cfg(
+        t.path(),
+        &format!(
+            "state_dir = \"state\"\n[[job]]\nname = \"w\"\ndestination = \"dest\"\nupstream = \"{}\"\nwall_timeout = \"1s\"\nmin_wait_fail = \"2m\"\non_failure = \"env | grep ^RMIRROR_ | sort > {}\"\nafter = \"touch {}\"\n",
+            p.url("m"),
+            out.display(),
+            t.join("after-ran").display()
+        ),
+    );
+    let t0 = Instant::now();
+    let o = rmirror(&["run", "--once", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(30), "{}", show(&o));
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let env = std::fs::read_to_string(&out).unwrap();
+    assert!(env.contains("RMIRROR_RESULT=failed") && env.contains("RMIRROR_EXIT=30") && env.contains("wall-clock timeout"), "{env}");
+    assert!(!t.join("after-ran").exists());
+    let st = status_json(&cfg);
+    let j = &st["jobs"]["w"];
+    assert_eq!(j["result"], "failed");
+    assert_eq!(j["exit_code"], 30);
+    let due = j["next_due"].as_f64().unwrap() - j["last_end"].as_f64().unwrap();
+    assert!((due - 120.0).abs() < 1.0, "retry after min_wait_fail: {j}");
+    assert!(!t.join("dest/big.bin").exists());
 }
