@@ -1,0 +1,90 @@
+//! 1. protocols 27..=32 × {plain, -z}: first sync, then an update with
+//!    deletions; 2. each checksum choice and compress choice at protocol 32.
+
+use std::fs;
+
+use crate::common::*;
+use crate::support::{oracle, Module, Rsyncd, TestDir};
+
+/// First sync into an empty DEST then an update with `--delete`, each
+/// followed by the full-strength oracle (nanosecond mtimes, -c, -H). One
+/// daemon; one source tree per protocol (tree limited to what the protocol
+/// can carry). EXTRA goes to every rmirror run.
+fn first_then_update(proto: u32, extra: &[&str]) {
+    let src = TestDir::new("src");
+    matrix_tree(proto).write(src.path());
+    let d = Rsyncd::builder()
+        .add_module(Module::new("pub", src.path()).comment("matrix"))
+        .start();
+    let url = d.url("pub");
+    let dest = TestDir::new("dest");
+    let p = format!("--protocol={proto}");
+    let mut args: Vec<&str> = vec![&p];
+    args.extend_from_slice(extra);
+
+    let out = sync(&url, dest.path(), &args);
+    out.ok();
+    oracle::assert_clean(&url, dest.path());
+    assert_eq!(
+        fs::read(dest.join("large.bin")).unwrap(),
+        fs::read(src.join("large.bin")).unwrap()
+    );
+
+    mutate_source(src.path());
+    settle_times(src.path(), proto);
+    let mut args2 = args.clone();
+    args2.push("--delete");
+    let n_before = d.sessions().len();
+    let out = sync(&url, dest.path(), &args2);
+    out.ok();
+    let update = d.sessions()[n_before].clone();
+    oracle::assert_clean(&url, dest.path());
+    check_update_spots(src.path(), dest.path());
+
+    // The second session must have used the delta algorithm on large.bin:
+    // the daemon sent far less than the file.
+    assert!(
+        update.sent < LARGE / 4,
+        "update sent {} bytes for a 3 MiB file changed in 3 places (no delta?)",
+        update.sent
+    );
+
+    // A third run changes nothing and transfers nothing.
+    let before = snapshot(dest.path());
+    let out = sync(&url, dest.path(), &args2);
+    out.ok();
+    assert_unchanged(&before, dest.path(), "no-op re-sync");
+}
+
+macro_rules! matrix {
+    ($($name:ident: $proto:expr, [$($extra:expr),*];)*) => {$(
+        #[test]
+        fn $name() {
+            first_then_update($proto, &[$($extra),*]);
+        }
+    )*};
+}
+
+matrix! {
+    matrix_p27_plain: 27, [];
+    matrix_p27_z: 27, ["-z"];
+    matrix_p28_plain: 28, [];
+    matrix_p28_z: 28, ["-z"];
+    matrix_p29_plain: 29, [];
+    matrix_p29_z: 29, ["-z"];
+    matrix_p30_plain: 30, [];
+    matrix_p30_z: 30, ["-z"];
+    matrix_p31_plain: 31, [];
+    matrix_p31_z: 31, ["-z"];
+    matrix_p32_plain: 32, [];
+    matrix_p32_z: 32, ["-z"];
+    checksum_xxh128: 32, ["--checksum-choice=xxh128"];
+    checksum_xxh3: 32, ["--checksum-choice=xxh3"];
+    checksum_xxh64: 32, ["--checksum-choice=xxh64"];
+    checksum_md5: 32, ["--checksum-choice=md5"];
+    checksum_md4: 32, ["--checksum-choice=md4"];
+    compress_zstd: 32, ["-z", "--compress-choice=zstd"];
+    compress_zlibx: 32, ["-z", "--compress-choice=zlibx"];
+    compress_zlib: 32, ["-z", "--compress-choice=zlib"];
+    checksum_flag_c: 32, ["-c"];
+}

@@ -1,0 +1,128 @@
+//! 7. Safety smoke tests with the real server: symlinks planted in DEST,
+//! stale temp files, escape sequences from the server.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use crate::common::*;
+use crate::support::{oracle, tree, Module, Rsyncd, TestDir};
+
+fn daemon_with(t: tree::TreeSpec) -> (TestDir, Rsyncd) {
+    let src = TestDir::new("src");
+    t.write(src.path());
+    let d = Rsyncd::builder().add_module(Module::new("pub", src.path())).start();
+    (src, d)
+}
+
+/// DEST/sub is a symlink to a directory outside DEST, the server has a
+/// directory `sub/` (with a file whose name also exists outside) and a file
+/// `victim` that is a symlink to an outside file in DEST. Nothing outside
+/// may change; rsync replaces the symlinks with a real directory / file.
+#[test]
+fn safety_symlink_in_dest_is_not_followed() {
+    let (_src, d) = daemon_with(
+        tree::TreeSpec::new()
+            .file("sub/f1", "server f1\n")
+            .file("sub/deeper/f2", "server f2\n")
+            .file("victim", "server victim\n")
+            .file("plain", "p\n"),
+    );
+    let url = d.url("pub");
+    let outside = TestDir::new("outside");
+    fs::write(outside.join("f1"), "outside f1, must stay\n").unwrap();
+    fs::write(outside.join("victim-target"), "outside victim, must stay\n").unwrap();
+    let outside_before = snapshot(outside.path());
+    for delete in [false, true] {
+        let dest = TestDir::new("dest");
+        symlink(outside.path(), dest.join("sub")).unwrap();
+        symlink(outside.join("victim-target"), dest.join("victim")).unwrap();
+        let args: &[&str] = if delete { &["-i", "--delete"] } else { &["-i"] };
+        let out = sync(&url, dest.path(), args);
+        assert!(!out.timed_out, "{}", out.show());
+        assert_unchanged(&outside_before, outside.path(), &format!("outside dir (delete={delete})"));
+        println!("delete={delete}: exit {:?}", out.code);
+        if out.code == Some(0) {
+            let m = fs::symlink_metadata(dest.join("sub")).unwrap();
+            assert!(m.is_dir(), "DEST/sub still a symlink after a successful run:\n{}", out.show());
+            let m = fs::symlink_metadata(dest.join("victim")).unwrap();
+            assert!(m.is_file(), "DEST/victim not replaced by a file:\n{}", out.show());
+            assert_eq!(fs::read(dest.join("sub/deeper/f2")).unwrap(), b"server f2\n");
+            oracle::assert_clean(&url, dest.path());
+        } else {
+            assert!(
+                !out.stderr().is_empty(),
+                "run failed without saying why:\n{}",
+                out.show()
+            );
+        }
+    }
+}
+
+/// Stale `.~rmirror.*` temp files (from a killed run) are removed by the
+/// next ordinary sync (no --delete), at the top and in subdirectories.
+#[test]
+fn safety_stale_temp_files_removed_by_next_sync() {
+    let (_src, d) = daemon_with(
+        tree::TreeSpec::new()
+            .file("foo", "foo\n")
+            .file("sub/bar", "bar\n")
+            .random_file("sub/big", 300_000, 5),
+    );
+    let url = d.url("pub");
+    let dest = TestDir::new("dest");
+    sync(&url, dest.path(), &[]).ok();
+    let stale = [".~rmirror.foo.123", "sub/.~rmirror.bar.4567", "sub/.~rmirror.big.99"];
+    for s in stale {
+        fs::write(dest.join(s), "half-written leftover").unwrap();
+    }
+    // also a leftover for a file that will be updated now
+    fs::write(_src.join("sub/bar"), "bar v2\n").unwrap();
+    settle_times(_src.path(), 32);
+    let out = sync(&url, dest.path(), &[]);
+    out.ok();
+    for s in stale {
+        assert!(!dest.join(s).exists(), "stale temp file {s} survived:\n{}", out.show());
+    }
+    oracle::assert_clean(&url, dest.path());
+    // a run with nothing to transfer cleans up as well
+    fs::write(dest.join(".~rmirror.foo.777"), "x").unwrap();
+    sync(&url, dest.path(), &[]).ok();
+    assert!(!dest.join(".~rmirror.foo.777").exists(), "stale temp survived a no-op run");
+}
+
+/// The MOTD and file names with ESC (and other control bytes) are printed
+/// escaped (`\#033`), never raw, by `sync -i` and `ls`.
+#[test]
+fn safety_motd_and_names_escaped() {
+    let src = TestDir::new("src");
+    tree::TreeSpec::new()
+        .file(tree::bpath(b"evil\x1b[2Jname"), "x\n")
+        .file(tree::bpath(b"bell\x07\x9b1m"), "y\n")
+        .write(src.path());
+    let d = Rsyncd::builder()
+        .motd("Welcome \x1b[31mRED\x1b[0m to the test\n")
+        .add_module(Module::new("pub", src.path()).comment("c\x1b[5m"))
+        .start();
+    let dest = TestDir::new("dest");
+    let runs = [
+        sync(&d.url("pub"), dest.path(), &["-i"]),
+        rm(["ls"]).arg(d.root_url()).run(),
+        rm(["ls"]).arg(d.url("pub")).run(),
+    ];
+    for out in &runs {
+        out.ok();
+        for (name, s) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            assert!(
+                !s.iter().any(|&b| b == 0x1b || b == 0x07 || b == 0x9b),
+                "raw control byte in {name}:\n{}",
+                out.show()
+            );
+        }
+    }
+    let motd = runs[0].stdout();
+    assert!(motd.contains("Welcome \\#033[31mRED\\#033[0m to the test"), "{}", runs[0].show());
+    assert!(motd.contains(">f+++++++++ evil\\#033[2Jname"), "{}", runs[0].show());
+    assert!(runs[2].stdout().contains("evil\\#033[2Jname"), "{}", runs[2].show());
+    assert!(runs[1].stdout().contains("Welcome \\#033[31mRED"), "{}", runs[1].show());
+    assert_eq!(fs::read(dest.join(tree::bpath(b"evil\x1b[2Jname"))).unwrap(), b"x\n");
+}
