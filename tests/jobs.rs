@@ -709,3 +709,60 @@ fn wall_clock_timeout_fails_the_run_and_runs_the_failure_hook() {
     assert!((due - 120.0).abs() < 1.0, "retry after min_wait_fail: {j}");
     assert!(!t.join("dest/big.bin").exists());
 }
+
+/// A one-thread HTTP/1.0 server on 127.0.0.1 serving fixed bodies by path.
+fn http_server(routes: Vec<(&'static str, String)>) -> (u16, Arc<AtomicBool>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    l.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let Ok((mut c, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            c.set_nonblocking(false).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = String::from_utf8_lossy(&req).lines().next().unwrap_or("").to_string();
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let resp = match routes.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+                None => "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
+            };
+            let _ = c.write_all(resp.as_bytes());
+        }
+    });
+    (port, stop)
+}
+
+#[test]
+fn probe_over_http_rejects_a_captive_portal() {
+    let n = now();
+    let (port, stop) = http_server(vec![
+        ("/good/mirror.yml", mirror_yml(n - 10, None)),
+        ("/portal/mirror.yml", "<html><head><title>Sign in</title></head></html>\n".into()),
+        ("/json/mirror.json", format!("{{\"timestamp\": {}}}", n - 100)),
+    ]);
+    let base = format!("http://127.0.0.1:{port}");
+    let o = rmirror(&["probe", "--json", &format!("{base}/portal/"), &format!("{base}/good/"), &format!("{base}/json/mirror.json"), &format!("{base}/missing/")]);
+    stop.store(true, Ordering::Relaxed);
+    assert!(o.status.success(), "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = v["candidates"].as_array().unwrap();
+    let got: Vec<(String, String)> = c.iter().map(|x| (x["url"].as_str().unwrap().to_string(), x["status"].as_str().unwrap().to_string())).collect();
+    assert_eq!(got[0], (format!("{base}/good/"), "fresh".to_string()), "{v}");
+    assert_eq!(got[1], (format!("{base}/json/"), "fresh".to_string()), "{v}");
+    assert!(got.contains(&(format!("{base}/portal/"), "invalid".to_string())), "{v}");
+    assert!(got.contains(&(format!("{base}/missing/"), "error".to_string())), "{v}");
+}

@@ -3,16 +3,39 @@
 //! only the first one serde would stop at).
 //!
 //! ```toml
-//! max_parallel = 3                 # default 6
-//! state_dir = "/var/lib/rmirror"   # status file, locks, staging (default: <config dir>/rmirror-state)
+//! max_parallel = 3                 # jobs running at once (default 6)
+//! state_dir = "/var/lib/rmirror"   # status.json, locks/, staging/ (default: <config dir>/rmirror-state)
+//! # status_file = "/var/lib/rmirror/status.json"
+//! # reload_poll = "5s"             # check the file for changes (0: only on SIGHUP)
+//! # max_age = "1d5m"               # default freshness limit for upstreams
+//!
+//! [[job]]
+//! name = "ius"
+//! destination = "/srv/mirror/ius"
+//! upstreams = ["rsync://a.example/ius/", "rsync://b.example/ius/"]  # best fresh first, failover
+//! strategy = "marker"              # full (default) | marker | recent
+//! marker = "CURRENT"               # or "project/trace/master" (Debian trace: Archive serial)
+//! interval = "1h"                  # default 1h
+//! min_wait_ok = "10m"              # after a success (default 0)
+//! min_wait_fail = "5m"             # after a failure (default 10m)
+//! random_delay = "2m"              # before each run (default 0)
+//! exclude = ["*.tmp"]              # rsync rules: include, exclude, then filter
+//! filter = ["- /private/", "P /keep/"]
+//! max_delete = 1000
+//! timeout = "10m"                  # idle I/O timeout (default 600s)
+//! contimeout = "30s"
+//! wall_timeout = "6h"              # whole run
+//! late_publish = ["repodata/", "Packages*", "Release", "InRelease"]
+//! before = "logger starting $RMIRROR_JOB"
+//! after = "/usr/local/bin/trigger-downstream"   # env: RMIRROR_RESULT, _EXIT, _FILES, _BYTES, …
+//! on_failure = "mail -s \"$RMIRROR_JOB failed: $RMIRROR_MESSAGE\" root < /dev/null"
+//! # password_file = "/etc/rmirror/ius.secret"
 //!
 //! [[job]]
 //! name = "cpan"
 //! destination = "/srv/mirror/cpan"
-//! upstreams = ["rsync://a.example/cpan/", "rsync://b.example/cpan/"]
-//! strategy = "marker"              # full | marker | recent
-//! marker = "CURRENT"
-//! interval = "1h"
+//! discover = "rsync://mirrors.example/cpan/mirror.yml"   # upstreams from a mirror list
+//! # freshness = "mirror.yml"      # signal that ranks upstreams (default: marker / list file name)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
