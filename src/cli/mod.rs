@@ -174,10 +174,10 @@ pub struct XferArgs {
     #[arg(short = 'i', long)]
     pub itemize_changes: bool,
     /// Exclude files matching PATTERN.
-    #[arg(long, value_name = "PATTERN")]
+    #[arg(long, value_name = "PATTERN", allow_hyphen_values = true)]
     pub exclude: Vec<String>,
     /// Don't exclude files matching PATTERN.
-    #[arg(long, value_name = "PATTERN")]
+    #[arg(long, value_name = "PATTERN", allow_hyphen_values = true)]
     pub include: Vec<String>,
     /// Read exclude patterns from FILE.
     #[arg(long, value_name = "FILE")]
@@ -186,7 +186,7 @@ pub struct XferArgs {
     #[arg(long, value_name = "FILE")]
     pub include_from: Vec<PathBuf>,
     /// Add a file-filtering RULE.
-    #[arg(short = 'f', long, value_name = "RULE")]
+    #[arg(short = 'f', long, value_name = "RULE", allow_hyphen_values = true)]
     pub filter: Vec<String>,
     /// Read the list of source names from FILE.
     #[arg(long, value_name = "FILE")]

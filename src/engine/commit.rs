@@ -208,6 +208,7 @@ pub fn delete_and_finish_dirs(ctx: &Ctx, filters: &FilterList, d: &DeleteOpts, r
     }
     let mut cache = DirCache::new(ctx.dest.clone());
     let mut deleted = 0u64;
+    let mut skipped = 0u64;
     if d.delete && d.io_error {
         rep.delete_skipped_io = true;
         ctx.monitor.local_error("IO error encountered -- skipping file deletion");
@@ -245,40 +246,14 @@ pub fn delete_and_finish_dirs(ctx: &Ctx, filters: &FilterList, d: &DeleteOpts, r
                 full.push(b'/');
             }
             full.extend_from_slice(&n);
-            let meta = dir.stat(&n).ok().flatten();
-            let is_d = meta.map(|m| m.kind == Kind::Dir).unwrap_or(false);
-            if filters.protects(&full, is_d) {
-                continue;
-            }
-            if let Some(max) = d.max_delete {
-                if deleted >= max {
-                    rep.delete_limited = true;
-                    continue;
-                }
-            }
-            ctx.monitor.item(&Item {
-                code: "*deleting".into(),
-                name: full.clone(),
-                is_dir: is_d,
-                link_target: None,
-                hardlink_to: None,
-            });
-            deleted += 1;
-            if d.dry_run {
-                continue;
-            }
-            if let Err(x) = dir.remove_all(&n) {
-                rep.errors += 1;
-                err(ctx, &full, x);
-            }
+            let mut del = Deleter { ctx, filters, d, deleted: &mut deleted, skipped: &mut skipped, rep };
+            del.delete(&dir, &n, &full, false);
         }
     }
     rep.deleted = deleted;
-    if rep.delete_limited {
-        ctx.monitor.local_error(&format!(
-            "Deletions stopped due to --max-delete limit ({} skipped)",
-            "some"
-        ));
+    if skipped > 0 {
+        rep.delete_limited = true;
+        ctx.monitor.local_error(&format!("Deletions stopped due to --max-delete limit ({skipped} skipped)"));
     }
     if d.dry_run {
         return;
@@ -322,6 +297,84 @@ pub fn delete_and_finish_dirs(ctx: &Ctx, filters: &FilterList, d: &DeleteOpts, r
         if let Err(x) = r {
             rep.errors += 1;
             err(ctx, &e.name, x);
+        }
+    }
+}
+
+/// Deletes one extraneous entry the way rsync's `delete_item` does: a
+/// directory's contents first (sorted, deepest first), each entry itemized and
+/// counted against `--max-delete`, protected entries kept (and so their
+/// directory too).
+struct Deleter<'a> {
+    ctx: &'a Ctx,
+    filters: &'a FilterList,
+    d: &'a DeleteOpts,
+    deleted: &'a mut u64,
+    skipped: &'a mut u64,
+    rep: &'a mut CommitReport,
+}
+
+impl Deleter<'_> {
+    /// Returns true when `name` is gone (or would be, in a dry run).
+    fn delete(&mut self, dir: &dest::DirHandle, name: &[u8], full: &[u8], inside_deleted: bool) -> bool {
+        let Ok(Some(meta)) = dir.stat(name) else { return true };
+        let is_d = meta.kind == Kind::Dir;
+        let protected = if inside_deleted {
+            self.filters.protects_in_deleted_dir(full, is_d)
+        } else {
+            self.filters.protects(full, is_d)
+        };
+        if protected {
+            return false;
+        }
+        let mut all_gone = true;
+        // A dry run reports a doomed directory once, without descending (as rsync -n does).
+        if is_d && !self.d.dry_run {
+            match dir.open_dir(name).and_then(|sub| Ok((sub.list()?, sub))) {
+                Ok((mut children, sub)) => {
+                    children.sort();
+                    for c in children {
+                        let mut cf = full.to_vec();
+                        cf.push(b'/');
+                        cf.extend_from_slice(&c);
+                        all_gone &= self.delete(&sub, &c, &cf, true);
+                    }
+                }
+                Err(x) => {
+                    self.rep.errors += 1;
+                    err(self.ctx, full, x);
+                    return false;
+                }
+            }
+            if !all_gone {
+                return false;
+            }
+        }
+        if let Some(max) = self.d.max_delete {
+            if *self.deleted >= max {
+                *self.skipped += 1;
+                return false;
+            }
+        }
+        self.ctx.monitor.item(&Item {
+            code: "*deleting".into(),
+            name: full.to_vec(),
+            is_dir: is_d,
+            link_target: None,
+            hardlink_to: None,
+        });
+        *self.deleted += 1;
+        if self.d.dry_run {
+            return true;
+        }
+        let r = if is_d { dir.rmdir(name) } else { dir.unlink(name) };
+        match r {
+            Ok(()) => true,
+            Err(x) => {
+                self.rep.errors += 1;
+                err(self.ctx, full, x);
+                false
+            }
         }
     }
 }

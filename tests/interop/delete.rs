@@ -240,7 +240,6 @@ fn compare_exit_codes_and_json() {
 /// counts every deleted entry, deletes two files, keeps the directory and
 /// exits 25. rmirror must not remove the whole directory.
 #[test]
-#[ignore = "BUG: --max-delete counts a deleted directory tree as one deletion (deletes 7 entries, exit 0); run: cargo test --test interop max_delete_counts_entries_inside_deleted_dir -- --ignored"]
 fn max_delete_counts_entries_inside_deleted_dir() {
     let src = TestDir::new("src");
     small_tree().write(src.path());
@@ -266,7 +265,6 @@ fn max_delete_counts_entries_inside_deleted_dir() {
 /// rsync -i --delete prints a `*deleting` line for every entry of a deleted
 /// directory tree (deepest first), not just for the directory.
 #[test]
-#[ignore = "BUG: -i --delete itemizes only the top of a deleted directory, not its contents (rsync lists each entry); run: cargo test --test interop itemize_lists_contents_of_deleted_dir -- --ignored"]
 fn itemize_lists_contents_of_deleted_dir() {
     let src = TestDir::new("src");
     small_tree().write(src.path());

@@ -75,7 +75,6 @@ fn exclude_protects_dest_files_from_delete() {
 /// rsync accepts option values that start with '-' as a separate argument:
 /// `--filter '- *.log'`, `-f '- *.log'`, `--exclude '-rf'`.
 #[test]
-#[ignore = "BUG: `--filter '- *.log'`, `-f '- *.log'`, `--exclude '-rf'` (value in the next argument, starting with '-') are rejected by the CLI with exit 1; rsync accepts them; run: cargo test --test interop filter_values_starting_with_dash -- --ignored"]
 fn filter_values_starting_with_dash() {
     let (_src, d) = daemon();
     let url = d.url("pub");
