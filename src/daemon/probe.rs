@@ -227,7 +227,7 @@ pub fn parse_date(s: &str) -> Option<u64> {
         } else if let Ok(n) = w.parse::<i64>() {
             if w.len() == 4 && n > 1900 {
                 year = Some(n);
-            } else if n >= 1 && n <= 31 && day.is_none() {
+            } else if (1..=31).contains(&n) && day.is_none() {
                 day = Some(n as u32);
             }
         } else if let Some(o) = parse_offset(w) {
@@ -513,7 +513,7 @@ pub fn agreed_master(cands: &[Candidate]) -> (Option<String>, usize) {
             }
         }
     }
-    votes.sort_by(|a, b| b.1.cmp(&a.1));
+    votes.sort_by_key(|v| std::cmp::Reverse(v.1));
     match votes.first() {
         Some((m, n)) if *n >= 2 => (Some(format!("{m}/")), *n),
         Some((_, n)) => (None, *n),
