@@ -29,7 +29,7 @@ pub use names::{
     check_principal_symlink, principal_name, principal_root, rfilename, split_rfilename, RFileName,
 };
 pub use plan::{
-    chain_file_names, check_dirtymark, collapse_events, interval_chain, needs_refresh,
+    chain_file_names, check_dirtymark, collapse_events, coverage_start, interval_chain, needs_refresh,
     order_deletes, plan_reads, Collapsed, DeleteOp, DirtymarkCheck, LocalKind, PathEvent, ReadPlan,
     ReadReason,
 };

@@ -50,6 +50,18 @@ pub fn needs_refresh(this: &RecentFile, next: &RecentFile) -> bool {
     }
 }
 
+/// The oldest epoch from which `file` is known to hold every event (newest
+/// per path): its oldest event, or — if earlier — its newest event minus its
+/// interval (the file's "contract" period).  The oldest event alone is not
+/// enough: when a path is updated, its older entries are removed from every
+/// file (newest event per path), so a file's oldest event can be much newer
+/// than the start of the period it covers even though nothing is missing.
+pub fn coverage_start(file: &RecentFile) -> Option<Epoch> {
+    let min = file.min_epoch()?;
+    let by_interval = file.max_epoch().and_then(|m| m.checked_sub_secs(file.interval.secs())).unwrap_or_else(|| Epoch::from_secs(0));
+    Some(if &by_interval < min { by_interval } else { min.clone() })
+}
+
 /// Why a file of the chain must be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadReason {
@@ -82,8 +94,8 @@ pub struct ReadPlan {
 /// start / after a dirtymark change).
 ///
 /// Rule: file `i+1` is needed for coverage when file `i` is needed and
-/// `applied < oldest epoch of file i` (or file `i` is empty, or `applied`
-/// is `None`); a file whose oldest epoch is `<= applied` covers the gap, so
+/// `applied < coverage_start(file i)` (or file `i` is empty, or `applied`
+/// is `None`); a file whose coverage starts `<= applied` covers the gap, so
 /// the walk stops there.  Independently, [`needs_refresh`] marks `Stale`.
 pub fn plan_reads(
     chain: &[Interval],
@@ -120,10 +132,10 @@ pub fn plan_reads(
         }
         let next = files.get(i + 1).copied().flatten();
         let cover_next = needed
-            && match (applied, cur.min_epoch()) {
+            && match (applied, coverage_start(cur)) {
                 (None, _) => true,
                 (Some(_), None) => true,
-                (Some(a), Some(min)) => a < min,
+                (Some(a), Some(start)) => a < &start,
             };
         let stale = next.is_some_and(|nx| needs_refresh(cur, nx));
         reasons[i + 1] = if cover_next {

@@ -356,20 +356,20 @@ fn plan_reads_walks_until_covered() {
         .collect();
     let f0 = file_with(
         "1h",
-        &[("1000", "a", "new"), ("900", "b", "new")],
-        Some("950"),
+        &[("1000000", "a", "new"), ("900000", "b", "new")],
+        Some("950000"),
     );
     let f1 = file_with(
         "6h",
-        &[("960", "a", "new"), ("500", "c", "new")],
-        Some("700"),
+        &[("960000", "a", "new"), ("500000", "c", "new")],
+        Some("700000"),
     );
     let f2 = file_with(
         "1d",
-        &[("800", "c", "new"), ("100", "d", "new")],
-        Some("150"),
+        &[("800000", "c", "new"), ("100000", "d", "new")],
+        Some("150000"),
     );
-    let f3 = file_with("Z", &[("160", "d", "new"), ("1", "e", "new")], None);
+    let f3 = file_with("Z", &[("160000", "d", "new"), ("1000", "e", "new")], None);
     let files = [Some(&f0), Some(&f1), Some(&f2), Some(&f3)];
     use ReadReason::*;
 
@@ -387,18 +387,18 @@ fn plan_reads_walks_until_covered() {
     assert_eq!(p.missing, None);
 
     // applied 950: the 1h file (oldest 900) covers -> nothing else
-    let p = plan_reads(&chain, &files, Some(&e("950")));
+    let p = plan_reads(&chain, &files, Some(&e("950000")));
     assert_eq!(p.reasons, vec![Some(Principal), None, None, None]);
     // exactly the oldest epoch of the principal is covered too
-    let p = plan_reads(&chain, &files, Some(&e("900")));
+    let p = plan_reads(&chain, &files, Some(&e("900000")));
     assert_eq!(p.reasons[1], None);
 
     // applied 600: gap (600, 900) -> need 6h (oldest 500 covers)
-    let p = plan_reads(&chain, &files, Some(&e("600")));
+    let p = plan_reads(&chain, &files, Some(&e("600000")));
     assert_eq!(p.reasons, vec![Some(Principal), Some(Coverage), None, None]);
 
     // applied 200: need 6h and 1d
-    let p = plan_reads(&chain, &files, Some(&e("200")));
+    let p = plan_reads(&chain, &files, Some(&e("200000")));
     assert_eq!(
         p.reasons,
         vec![Some(Principal), Some(Coverage), Some(Coverage), None]
@@ -406,28 +406,28 @@ fn plan_reads_walks_until_covered() {
 
     // a needed file that is not available locally stops the plan
     let files_missing = [Some(&f0), None, Some(&f2), Some(&f3)];
-    let p = plan_reads(&chain, &files_missing, Some(&e("200")));
+    let p = plan_reads(&chain, &files_missing, Some(&e("200000")));
     assert_eq!(p.missing, Some(1));
 
     // staleness: 6h copy too old for the principal's merged epoch
     let f1_old = file_with(
         "6h",
-        &[("940", "a", "new"), ("500", "c", "new")],
-        Some("700"),
+        &[("940000", "a", "new"), ("500000", "c", "new")],
+        Some("700000"),
     );
     let files_stale = [Some(&f0), Some(&f1_old), Some(&f2), Some(&f3)];
-    let p = plan_reads(&chain, &files_stale, Some(&e("950")));
+    let p = plan_reads(&chain, &files_stale, Some(&e("950000")));
     assert_eq!(p.reasons, vec![Some(Principal), Some(Stale), None, None]);
     // a not-needed file absent locally is fine
-    let p = plan_reads(&chain, &[Some(&f0), None, None, None], Some(&e("950")));
+    let p = plan_reads(&chain, &[Some(&f0), None, None, None], Some(&e("950000")));
     assert_eq!(p.reasons, vec![Some(Principal), None, None, None]);
     assert_eq!(p.missing, None);
     // empty principal cannot prove coverage
-    let empty = file_with("1h", &[], Some("950"));
+    let empty = file_with("1h", &[], Some("950000"));
     let p = plan_reads(
         &chain,
         &[Some(&empty), Some(&f1), Some(&f2), Some(&f3)],
-        Some(&e("950")),
+        Some(&e("950000")),
     );
     assert_eq!(p.reasons[1], Some(Coverage));
     assert_eq!(plan_reads(&[], &[], None).reasons.len(), 0);
