@@ -40,6 +40,7 @@ pub mod evil;
 pub mod faultproxy;
 pub mod oracle;
 pub mod rsyncd;
+pub mod recent_producer;
 pub mod tree;
 
 pub use rsyncd::{Module, Rsyncd};

@@ -1,0 +1,196 @@
+//! `rmirror watch SRC DEST`: the instant-mirroring loop of [`crate::plan`].
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{password, CliError, ConnArgs};
+use crate::exit::ExitCode;
+use crate::plan::{self, Level, PassReport, TreeConfig, WatchConfig, WatchLogger};
+use crate::recent::{Epoch, Interval};
+
+/// Options of `rmirror watch` besides the connection flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// Seconds between passes (the CPAN instant-mirroring wiki's 20 s by default).
+    #[arg(long, value_name = "SECS", default_value_t = plan::DEFAULT_INTERVAL_SECS)]
+    pub interval: u64,
+    /// Run until caught up once, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Treat DEST as complete up to EPOCH (decimal seconds, or `-30m`, `-2h`, `-1d`
+    /// relative to now) and follow the RECENT files from there instead of a full sync.
+    #[arg(long, value_name = "EPOCH", allow_hyphen_values = true)]
+    pub since: Option<String>,
+    /// Also do a full sync (with --delete) when the last one is older than
+    /// INTERVAL (`6h`, `1d`, `1W`, or seconds).
+    #[arg(long, value_name = "INTERVAL")]
+    pub full_every: Option<String>,
+    /// Full sync when the last caught-up pass is older than INTERVAL.
+    #[arg(long, value_name = "INTERVAL")]
+    pub max_age: Option<String>,
+    /// Start with a full sync.
+    #[arg(long)]
+    pub full: bool,
+    /// Follow this subdirectory's own RECENT files as a separate tree
+    /// (repeatable; e.g. `--tree authors --tree modules` for CPAN). Default: SRC itself.
+    #[arg(long, value_name = "SUBDIR")]
+    pub tree: Vec<String>,
+    /// Where state and staged RECENT files live (default DEST.rmirror, next to DEST).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Most paths per session.
+    #[arg(long, value_name = "N", default_value_t = plan::DEFAULT_MAX_FILES_PER_PULL)]
+    pub max_files: usize,
+    /// Seconds one pass may spend on a catch-up before returning to the principal file.
+    #[arg(long, value_name = "SECS", default_value_t = plan::DEFAULT_PASS_BUDGET_SECS)]
+    pub budget: u64,
+    /// Compare file contents (rsync -c) for the fetched paths.
+    #[arg(short = 'c', long)]
+    pub checksum: bool,
+    /// With --once: print one JSON document with the pass reports.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `6h`, `1d`, `1W`, `90` (seconds), `90s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(n));
+    }
+    // accept a lower-case `w` for weeks as a convenience
+    let fixed = if let Some(n) = s.strip_suffix('w') { format!("{n}W") } else { s.to_string() };
+    match Interval::parse(&fixed) {
+        Ok(i) if !i.is_z() => Ok(Duration::from_secs(i.secs())),
+        _ => Err(format!("bad interval {s:?} (use e.g. 3600, 30m, 6h, 1d, 1W)")),
+    }
+}
+
+/// An absolute epoch or `-INTERVAL` before now.
+pub fn parse_since(s: &str, now: u64) -> Result<Epoch, String> {
+    if let Some(rel) = s.strip_prefix('-') {
+        let d = parse_duration(rel)?;
+        return Ok(Epoch::from_secs(now.saturating_sub(d.as_secs())));
+    }
+    Epoch::parse(s).map_err(|e| format!("bad --since: {e}"))
+}
+
+struct CliLogger {
+    quiet: bool,
+    verbose: u8,
+    json: bool,
+}
+
+fn stamp() -> String {
+    let s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let (d, t) = super::ymd_hms(s);
+    format!("{d} {t}")
+}
+
+impl WatchLogger for CliLogger {
+    fn log(&self, level: Level, tree: &str, msg: &str) {
+        let show = match level {
+            Level::Error => true,
+            Level::Warn => !self.quiet,
+            Level::Info => !self.quiet && !self.json,
+            Level::Debug => self.verbose > 0 && !self.quiet,
+        };
+        if !show {
+            return;
+        }
+        let lvl = match level {
+            Level::Error => "ERROR ",
+            Level::Warn => "warning: ",
+            _ => "",
+        };
+        let mut e = std::io::stderr().lock();
+        let _ = writeln!(e, "{} rmirror watch [{tree}] {lvl}{msg}", stamp());
+    }
+    fn pass(&self, r: &PassReport) {
+        if self.quiet || self.json {
+            return;
+        }
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{} [{}] {}", stamp(), r.tree, r.summary());
+        let _ = o.flush();
+    }
+}
+
+pub(super) async fn cmd_watch(src: &str, dest: PathBuf, conn: &ConnArgs, w: &WatchArgs) -> Result<ExitCode, CliError> {
+    let spec = super::url::parse(src).map_err(CliError::syntax)?;
+    if spec.module.is_empty() {
+        return Err(CliError::syntax("the source names no module (use `rmirror ls` to list them)"));
+    }
+    let mut spec = spec;
+    // accept SRC pointing at the principal file itself
+    let mut principal = "RECENT.recent".to_string();
+    if let Some(i) = spec.path.iter().rposition(|&b| b == b'/').map(|i| i + 1).or(Some(0)) {
+        let last = String::from_utf8_lossy(&spec.path[i..]).into_owned();
+        if crate::recent::principal_root(&last).is_some() {
+            principal = last;
+            spec.path.truncate(i);
+        }
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut cfg = WatchConfig::new(spec, dest);
+    cfg.conn = plan::ConnSettings {
+        port: conn.port,
+        protocol: conn.protocol,
+        user: None,
+        password: password(conn)?,
+        timeout: conn.timeout.filter(|&t| t > 0).map(Duration::from_secs),
+        contimeout: conn.contimeout.map(Duration::from_secs),
+    };
+    cfg.interval = Duration::from_secs(w.interval);
+    cfg.once = w.once;
+    cfg.since = w.since.as_deref().map(|s| parse_since(s, now)).transpose().map_err(CliError::syntax)?;
+    cfg.full_every = w.full_every.as_deref().map(parse_duration).transpose().map_err(CliError::syntax)?;
+    cfg.max_age = w.max_age.as_deref().map(parse_duration).transpose().map_err(CliError::syntax)?;
+    cfg.force_full = w.full;
+    cfg.state_dir = w.state_dir.clone();
+    cfg.max_files_per_pull = w.max_files.max(1);
+    cfg.pass_budget = Some(Duration::from_secs(w.budget.max(1)));
+    cfg.checksum = w.checksum;
+    if !w.tree.is_empty() {
+        cfg.trees = w.tree.iter().map(|t| TreeConfig::at(t)).collect();
+    }
+    for t in &mut cfg.trees {
+        t.principal = principal.clone();
+    }
+    if w.json && !w.once {
+        return Err(CliError::syntax("--json needs --once"));
+    }
+    let log = Arc::new(CliLogger { quiet: conn.quiet, verbose: conn.verbose, json: w.json });
+    let summary = plan::watch(&cfg, log, plan::StopSignal::never())
+        .await
+        .map_err(|e| CliError { msg: e.to_string(), code: e.exit_code() })?;
+    if w.json {
+        let doc = serde_json::json!({
+            "source": src,
+            "dest": cfg.dest.display().to_string(),
+            "state_dir": cfg.state_dir().display().to_string(),
+            "passes": summary.reports,
+            "failures": summary.failures,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    Ok(ExitCode::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_since() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(21_600));
+        assert_eq!(parse_duration("1W").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(parse_duration("2w").unwrap(), Duration::from_secs(1_209_600));
+        assert!(parse_duration("Z").is_err() && parse_duration("x").is_err());
+        assert_eq!(parse_since("-30m", 10_000).unwrap(), Epoch::from_secs(8_200));
+        assert_eq!(parse_since("1700000000.5", 0).unwrap(), Epoch::parse("1700000000.5").unwrap());
+        assert!(parse_since("yesterday", 0).is_err());
+    }
+}

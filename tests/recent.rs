@@ -1,0 +1,577 @@
+//! Instant mirroring (issue 4): `rmirror watch` against a real rsync daemon
+//! whose tree is driven by a RECENT producer that writes files as
+//! File::Rsync::Mirror::Recent does.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::recent_producer::Producer;
+use support::{oracle, tree, Module, Rsyncd, TestDir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rmirror");
+
+/// `n` small files spread like CPAN's authors/ tree (fast to write: a few
+/// hundred bytes each), plus a `modules/` file and an `indices/` dir.
+fn quick_tree(root: &Path, n: usize, seed: u64) {
+    let mut rng = tree::Rng::new(seed);
+    let mut buf = vec![0u8; 400];
+    for i in 0..n {
+        let a = i / 40; // 40 files per author
+        let id = format!("{}{}AUTH{a}", (b'A' + (a % 26) as u8) as char, (b'A' + (a / 26 % 26) as u8) as char);
+        let dir = root.join(format!("authors/id/{}/{}/{}", &id[..1], &id[..2], id));
+        if i % 40 == 0 {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        let len = 50 + rng.below(350) as usize;
+        rng.fill(&mut buf[..len]);
+        let p = dir.join(format!("Dist-{i}-1.{:02}.tar.gz", i % 100));
+        std::fs::write(&p, &buf[..len]).unwrap();
+        tree::set_mtime(&p, 1_500_000_000 + i as i64, 0);
+    }
+    std::fs::create_dir_all(root.join("modules")).unwrap();
+    std::fs::write(root.join("modules/02packages.details.txt"), b"packages\n").unwrap();
+}
+
+/// Record a plausible history for existing files: `n` events spread over the
+/// last `days` days, so the chain's longer files have content.
+fn history(p: &mut Producer, paths: &[String], days: f64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let n = paths.len();
+    for (i, path) in paths.iter().enumerate() {
+        let t = now - days * 86_400.0 * (1.0 - i as f64 / n as f64) - 60.0;
+        p.set_clock(Some(t));
+        p.record(path, true);
+        p.publish();
+    }
+    p.set_clock(None);
+}
+
+fn some_files(root: &Path, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut names: Vec<_> = std::fs::read_dir(root.join(&rel)).unwrap().map(|e| e.unwrap()).collect();
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let r = rel.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(r);
+            } else if !r.to_string_lossy().starts_with("RECENT") && !r.to_string_lossy().starts_with('.') {
+                out.push(r.to_string_lossy().into_owned());
+                if out.len() >= n {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn watch_cmd(d: &Rsyncd, dest: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("watch").args(extra).arg(d.url("pub")).arg(dest).stdin(Stdio::null()).env_remove("RSYNC_PASSWORD");
+    c
+}
+
+/// `rmirror watch --once --json`, asserting success; the JSON document.
+fn watch_once(d: &Rsyncd, dest: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--once", "--json"];
+    args.extend_from_slice(extra);
+    let out = watch_cmd(d, dest, &args).output().expect("run rmirror watch");
+    assert!(
+        out.status.success(),
+        "rmirror watch {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn passes(doc: &serde_json::Value) -> &Vec<serde_json::Value> {
+    doc["passes"].as_array().expect("passes")
+}
+
+/// Names the daemon sent after transfer-log position `from`, RECENT files
+/// and directories left out.
+fn sent_since(d: &Rsyncd, from: usize) -> Vec<String> {
+    d.transfer_log()
+        .into_iter()
+        .skip(from)
+        .filter(|t| t.op == "send" && !t.name.ends_with('/') && !is_recent_name(&t.name))
+        .map(|t| t.name)
+        .collect()
+}
+
+fn is_recent_name(n: &str) -> bool {
+    let base = n.rsplit('/').next().unwrap_or(n);
+    base.starts_with("RECENT-") || base == "RECENT.recent"
+}
+
+/// What a downstream mirror sees: newest event per path across the local
+/// RECENT files; `Err(path)` when a `new` entry's file is absent.
+fn check_downstream_once(dest: &Path) -> Result<usize, String> {
+    fn snapshot(dest: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dest)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        (n.starts_with("RECENT-") && n.ends_with(".json"))
+                            .then(|| std::fs::read(e.path()).ok().map(|b| (n, b)))
+                            .flatten()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+    for _attempt in 0..20 {
+        let s1 = snapshot(dest);
+        let mut newest: HashMap<String, (String, bool)> = HashMap::new();
+        for (_, bytes) in &s1 {
+            let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else { continue };
+            for ev in doc["recent"].as_array().into_iter().flatten() {
+                let (Some(e), Some(p), Some(t)) = (ev["epoch"].as_str(), ev["path"].as_str(), ev["type"].as_str()) else { continue };
+                let e = e.to_string();
+                let better = match newest.get(p) {
+                    None => true,
+                    Some((old, _)) => epoch_gt(&e, old),
+                };
+                if better {
+                    newest.insert(p.to_string(), (e, t == "new"));
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        let mut checked = 0;
+        for (p, (e, is_new)) in &newest {
+            if !is_new {
+                continue;
+            }
+            // a newer delete of an ancestor directory supersedes it
+            let mut superseded = false;
+            for (i, _) in p.match_indices('/') {
+                if let Some((de, false)) = newest.get(&p[..i]) {
+                    if epoch_gt(de, e) {
+                        superseded = true;
+                    }
+                }
+            }
+            if superseded {
+                continue;
+            }
+            checked += 1;
+            if std::fs::symlink_metadata(dest.join(p)).is_err() {
+                missing.push(p.clone());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(checked);
+        }
+        if snapshot(dest) == s1 {
+            return Err(format!("local RECENT files list {missing:?} as new but they are absent"));
+        }
+        // the set changed while we looked: look again
+    }
+    Ok(0)
+}
+
+/// Compare decimal epoch strings exactly.
+fn epoch_gt(a: &str, b: &str) -> bool {
+    let split = |s: &str| {
+        let (i, f) = s.split_once('.').unwrap_or((s, ""));
+        (i.parse::<u64>().unwrap_or(0), f.trim_end_matches('0').to_string())
+    };
+    split(a) > split(b)
+}
+
+/// Polls DEST in a thread until stopped; collects violations.
+struct DownstreamReader {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl DownstreamReader {
+    fn start(dest: &Path) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let dest = dest.to_path_buf();
+        let handle = std::thread::spawn(move || {
+            let mut rounds = 0;
+            let mut bad = Vec::new();
+            while !s2.load(Ordering::Relaxed) {
+                match check_downstream_once(&dest) {
+                    Ok(_) => {}
+                    Err(e) => bad.push(e),
+                }
+                rounds += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (rounds, bad)
+        });
+        DownstreamReader { stop, handle: Some(handle) }
+    }
+
+    fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+fn read_state(dest: &Path) -> serde_json::Value {
+    let p = PathBuf::from(format!("{}.rmirror/root.state.json", dest.display()));
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+/// An upstream of `n` files with history, a daemon, and a DEST mirrored by
+/// a first `watch --once` (a full sync: no state yet).
+struct Setup {
+    src: TestDir,
+    _dest_parent: TestDir,
+    dest: PathBuf,
+    prod: Producer,
+    d: Rsyncd,
+}
+
+fn setup(n: usize, seed: u64) -> Setup {
+    let src = TestDir::new("recent-src");
+    quick_tree(src.path(), n, seed);
+    let mut prod = Producer::new(src.path());
+    let hist = some_files(src.path(), 60);
+    history(&mut prod, &hist, 10.0);
+    let d = Rsyncd::builder().module("pub", src.path()).start();
+    let parent = TestDir::new("recent-dest");
+    let dest = parent.join("mirror");
+    let doc = watch_once(&d, &dest, &[]);
+    let p = &passes(&doc)[0];
+    assert_eq!(p["kind"], "full", "{doc:#}");
+    assert_eq!(p["full_reason"], "no_state", "{doc:#}");
+    oracle::assert_clean(&d.url("pub"), &dest);
+    Setup { src, _dest_parent: parent, dest, prod, d }
+}
+
+/// The 20 changes of the acceptance: new files (some in new directories),
+/// changed files, deleted files and a deleted directory.  Returns the paths
+/// whose content must be sent.
+fn twenty_changes(s: &mut Setup) -> Vec<String> {
+    let files = some_files(s.src.path(), 2000);
+    let mut want = Vec::new();
+    // 7 new files, 3 of them in a new directory tree
+    for i in 0..4 {
+        let p = format!("authors/id/N/NE/NEWBIE/New-Dist-{i}.tar.gz");
+        s.prod.write_file(&p, format!("new dist {i}\n").repeat(i + 1).as_bytes());
+        want.push(p);
+    }
+    for i in 0..3 {
+        let p = format!("{}/Fresh-{i}.tar.gz", Path::new(&files[100 + i * 50]).parent().unwrap().display());
+        s.prod.write_file(&p, b"fresh upload");
+        want.push(p);
+    }
+    // 6 changed files (size and mtime change)
+    for i in 0..6 {
+        let p = files[300 + i * 37].clone();
+        s.prod.write_file(&p, format!("changed {i}: {}", "x".repeat(i * 10)).as_bytes());
+        want.push(p);
+    }
+    // 4 deleted files
+    for i in 0..4 {
+        let p = files[700 + i * 41].clone();
+        if want.contains(&p) {
+            continue;
+        }
+        s.prod.delete_file(&p);
+    }
+    // 1 file added and deleted again in the same interval: not fetched
+    s.prod.write_file("authors/id/N/NE/NEWBIE/oops.tar.gz", b"oops");
+    s.prod.delete_file("authors/id/N/NE/NEWBIE/oops.tar.gz");
+    // a deleted directory (an author with all their files)
+    let victim = Path::new(&files[1500]).parent().unwrap().to_string_lossy().into_owned();
+    want.retain(|w| !w.starts_with(&format!("{victim}/")));
+    s.prod.delete_dir(&victim);
+    s.prod.publish();
+    want.sort();
+    want
+}
+
+fn one_pass_exactly_the_changes(n: usize) {
+    let mut s = setup(n, 42);
+    let want = twenty_changes(&mut s);
+    let before = s.d.transfer_log().len();
+    let t = Instant::now();
+    let doc = watch_once(&s.d, &s.dest, &[]);
+    let took = t.elapsed();
+    let ps = passes(&doc);
+    assert_eq!(ps.len(), 1, "{doc:#}");
+    let p = &ps[0];
+    assert_eq!(p["kind"], "incremental", "{doc:#}");
+    assert_eq!(p["complete"], true);
+    assert_eq!(p["fetched"].as_u64().unwrap() as usize, want.len(), "{doc:#}");
+    let mut sent = sent_since(&s.d, before);
+    sent.sort();
+    assert_eq!(sent, want, "the daemon sent exactly the changed paths");
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+    assert_eq!(check_downstream_once(&s.dest), check_downstream_once(&s.dest));
+    check_downstream_once(&s.dest).unwrap();
+    // a quiet upstream: the next pass does nothing
+    let before = s.d.transfer_log().len();
+    let doc = watch_once(&s.d, &s.dest, &[]);
+    assert_eq!(passes(&doc)[0]["events"], 0, "{doc:#}");
+    assert!(sent_since(&s.d, before).is_empty());
+    eprintln!("{n} files: incremental pass with 20 changes took {took:?}");
+}
+
+#[test]
+fn one_pass_fetches_exactly_the_changes_10k() {
+    one_pass_exactly_the_changes(10_000);
+}
+
+#[test]
+#[ignore = "slow: 100,000-file upstream; run with: cargo test --test recent -- --ignored"]
+fn one_pass_fetches_exactly_the_changes_100k() {
+    one_pass_exactly_the_changes(100_000);
+}
+
+#[test]
+fn dirtymark_change_leads_to_one_full_sync_then_incremental() {
+    let mut s = setup(500, 7);
+    // an out-of-band change the index does not record, announced by a new dirtymark
+    let files = some_files(s.src.path(), 100);
+    std::fs::remove_file(s.src.path().join(&files[10])).unwrap();
+    std::fs::write(s.src.path().join("authors/sneaky.txt"), b"out of band").unwrap();
+    s.prod.bump_dirtymark();
+    s.prod.write_file("authors/id/D/DM/DIRTY/Dirty-1.0.tar.gz", b"dirty");
+    s.prod.publish();
+    let doc = watch_once(&s.d, &s.dest, &[]);
+    let p = &passes(&doc)[0];
+    assert_eq!(p["kind"], "full", "{doc:#}");
+    assert_eq!(p["full_reason"], "dirtymark", "{doc:#}");
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+    let dm = read_state(&s.dest)["dirtymark"].as_str().unwrap().to_string();
+    assert!(!epoch_gt(&dm, &s.prod.dirtymark()) && !epoch_gt(&s.prod.dirtymark(), &dm), "{dm} vs {}", s.prod.dirtymark());
+    // back to incremental passes
+    s.prod.write_file("authors/id/D/DM/DIRTY/Dirty-1.1.tar.gz", b"clean again");
+    s.prod.publish();
+    let before = s.d.transfer_log().len();
+    let doc = watch_once(&s.d, &s.dest, &[]);
+    let p = &passes(&doc)[0];
+    assert_eq!(p["kind"], "incremental", "{doc:#}");
+    assert_eq!(sent_since(&s.d, before), vec!["authors/id/D/DM/DIRTY/Dirty-1.1.tar.gz".to_string()]);
+    let doc = watch_once(&s.d, &s.dest, &[]);
+    assert_eq!(passes(&doc)[0]["kind"], "incremental", "{doc:#}");
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+}
+
+#[test]
+fn since_follows_the_index_without_a_full_sync() {
+    let src = TestDir::new("since-src");
+    quick_tree(src.path(), 300, 3);
+    let mut prod = Producer::new(src.path());
+    let hist = some_files(src.path(), 20);
+    history(&mut prod, &hist, 2.0);
+    let d = Rsyncd::builder().module("pub", src.path()).start();
+    let parent = TestDir::new("since-dest");
+    let dest = parent.join("m");
+    // seeded by plain rsync, then told where the index starts
+    // (--modify-window=-1: the real client leaves nanosecond-only dir time differences otherwise)
+    support::pull(&d.url("pub"), &dest, &["--modify-window=-1"]);
+    let mark = prod.newest_epoch();
+    prod.write_file("authors/id/S/SI/SINCE/After-1.0.tar.gz", b"after the mark");
+    let gone = hist[3].clone();
+    prod.delete_file(&gone);
+    prod.publish();
+    let before = d.transfer_log().len();
+    let doc = watch_once(&d, &dest, &["--since", &mark]);
+    let p = &passes(&doc)[0];
+    assert_eq!(p["kind"], "incremental", "{doc:#}");
+    assert_eq!(sent_since(&d, before), vec!["authors/id/S/SI/SINCE/After-1.0.tar.gz".to_string()]);
+    assert!(!dest.join(&gone).exists());
+    oracle::assert_clean(&d.url("pub"), &dest);
+    // the same --since again is not a rewind
+    let doc = watch_once(&d, &dest, &["--since", &mark]);
+    assert_eq!(passes(&doc)[0]["events"], 0, "{doc:#}");
+    // --since older than anything the logs reach: a full sync (gap)
+    let doc = watch_once(&d, &dest, &["--since", "1000000000"]);
+    let p = &passes(&doc)[0];
+    assert_eq!(p["kind"], "full", "{doc:#}");
+    assert!(p["full_reason"]["gap"].is_string(), "{doc:#}");
+    oracle::assert_clean(&d.url("pub"), &dest);
+    // relative form
+    let doc = watch_once(&d, &dest, &["--since", "-1h"]);
+    assert_eq!(passes(&doc)[0]["kind"], "incremental", "{doc:#}");
+}
+
+#[test]
+fn full_every_forces_a_periodic_full_sync() {
+    let mut s = setup(300, 11);
+    s.prod.write_file("authors/id/F/FE/FULL/F-1.tar.gz", b"one");
+    s.prod.publish();
+    let doc = watch_once(&s.d, &s.dest, &["--full-every", "1h"]);
+    assert_eq!(passes(&doc)[0]["kind"], "incremental", "{doc:#}");
+    std::thread::sleep(Duration::from_millis(2100));
+    // an extra file the index never mentions: only a full sync removes it
+    std::fs::write(s.dest.join("authors/stray"), b"stray").unwrap();
+    let doc = watch_once(&s.d, &s.dest, &["--full-every", "2"]);
+    let p = &passes(&doc)[0];
+    assert_eq!(p["kind"], "full", "{doc:#}");
+    assert_eq!(p["full_reason"], "full_every", "{doc:#}");
+    assert!(!s.dest.join("authors/stray").exists());
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+    let doc = watch_once(&s.d, &s.dest, &["--full-every", "1h"]);
+    assert_eq!(passes(&doc)[0]["kind"], "incremental", "{doc:#}");
+}
+
+#[test]
+fn missing_local_recent_files_trigger_a_full_sync() {
+    let s = setup(200, 5);
+    std::fs::remove_file(s.dest.join("RECENT-1h.json")).unwrap();
+    let doc = watch_once(&s.d, &s.dest, &[]);
+    let p = &passes(&doc)[0];
+    assert_eq!(p["full_reason"], "local_recent_missing", "{doc:#}");
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+}
+
+fn kill9(child: &mut Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+#[test]
+fn killed_mid_pass_resumes_and_downstream_never_sees_absent_files() {
+    let mut s = setup(1000, 99);
+    let reader = DownstreamReader::start(&s.dest);
+    let start_log = s.d.transfer_log().len();
+    let spawn = |s: &Setup| {
+        watch_cmd(&s.d, &s.dest, &["--interval", "1", "--max-files", "40", "-q"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn(&s);
+    let mut kill_marks: Vec<usize> = Vec::new();
+    let mut rng = tree::Rng::new(5);
+    let mut created: Vec<String> = Vec::new();
+    let victims = some_files(s.src.path(), 400);
+    for round in 0..12 {
+        // a burst of uploads (some larger, so sessions take a moment), a few deletes
+        for k in 0..40 {
+            let p = format!("authors/id/K/KI/KILL{round}/Up-{k}.tar.gz");
+            let size = 2_000 + rng.below(60_000) as usize;
+            s.prod.write_file(&p, &tree::random_bytes(size, (round * 100 + k) as u64));
+            created.push(p);
+        }
+        for k in 0..3 {
+            let v = &victims[round * 20 + k];
+            if s.src.path().join(v).exists() {
+                s.prod.delete_file(v);
+            }
+        }
+        if round == 6 {
+            s.prod.delete_dir("authors/id/K/KI/KILL2");
+        }
+        s.prod.publish();
+        std::thread::sleep(Duration::from_millis(150 + rng.below(700)));
+        if round % 3 == 1 {
+            kill9(&mut child);
+            s.d.quiesce();
+            kill_marks.push(s.d.transfer_log().len());
+            child = spawn(&s);
+        }
+    }
+    // let it catch up
+    let newest = s.prod.newest_epoch();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = std::fs::read(format!("{}.rmirror/root.state.json", s.dest.display()))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        if st.as_ref().and_then(|v| v["applied"].as_str()).is_some_and(|a| !epoch_gt(&newest, a)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "watcher did not catch up: {st:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kill9(&mut child);
+    let (rounds, bad) = reader.finish();
+    assert!(bad.is_empty(), "downstream saw absent files: {bad:#?}");
+    assert!(rounds > 10, "the reader ran {rounds} rounds");
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+    // nothing applied before a kill was fetched again: a name sent twice
+    // must have been in flight (the last content session) when it was killed
+    let log = s.d.transfer_log();
+    let mut in_flight: HashSet<u32> = HashSet::new();
+    for &m in &kill_marks {
+        if let Some(t) = log[..m].iter().rev().find(|t| t.op == "send" && !is_recent_name(&t.name)) {
+            in_flight.insert(t.pid);
+        }
+    }
+    let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
+    for t in log[start_log..].iter().filter(|t| t.op == "send" && !t.name.ends_with('/') && !is_recent_name(&t.name)) {
+        by_name.entry(t.name.clone()).or_default().push(t.pid);
+    }
+    let mut dups = Vec::new();
+    for (name, pids) in &by_name {
+        if pids.len() > 1 && !pids[..pids.len() - 1].iter().all(|p| in_flight.contains(p)) {
+            dups.push((name.clone(), pids.clone()));
+        }
+    }
+    assert!(dups.is_empty(), "refetched after restart: {dups:?} (in flight: {in_flight:?})");
+    let created: HashSet<&String> = created.iter().collect();
+    for name in by_name.keys() {
+        assert!(created.contains(name), "sent {name}, which was never uploaded");
+    }
+}
+
+#[test]
+fn several_trees_in_one_upstream() {
+    let src = TestDir::new("trees-src");
+    quick_tree(src.path(), 400, 21);
+    let mut pa = Producer::new(&src.path().join("authors"));
+    let mut pm = Producer::with_chain(&src.path().join("modules"), &["1h", "1d", "Z"]);
+    pa.record("id/A/AA/AAAUTH0/Dist-0-1.00.tar.gz", true);
+    pa.publish();
+    pm.record("02packages.details.txt", true);
+    pm.publish();
+    // rsync 3.5.0's daemon with `use chroot = no` cannot open --files-from
+    // names below a module subdirectory ("file has vanished", also with the
+    // real client); a chrooted module works, and chroot needs root.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a chrooted module");
+        return;
+    }
+    let d = Rsyncd::builder().add_module(Module::new("pub", src.path()).use_chroot(true)).start();
+    let parent = TestDir::new("trees-dest");
+    let dest = parent.join("cpan");
+    std::fs::create_dir_all(&dest).unwrap();
+    let trees = ["--tree", "authors", "--tree", "modules"];
+    let doc = watch_once(&d, &dest, &trees);
+    assert_eq!(passes(&doc).len(), 2, "{doc:#}");
+    assert!(passes(&doc).iter().all(|p| p["kind"] == "full"));
+    pa.write_file("id/T/TR/TREE/T-1.tar.gz", b"tree one");
+    pa.publish();
+    pm.write_file("02packages.details.txt", b"packages v2, longer\n");
+    pm.publish();
+    let before = d.transfer_log().len();
+    let doc = watch_once(&d, &dest, &trees);
+    assert!(passes(&doc).iter().all(|p| p["kind"] == "incremental"), "{doc:#}");
+    let mut sent = sent_since(&d, before);
+    sent.sort();
+    // (the daemon logs names relative to each session's transfer root)
+    assert_eq!(sent, vec!["02packages.details.txt".to_string(), "id/T/TR/TREE/T-1.tar.gz".to_string()]);
+    // the trees' state lives next to the mirror, not in it
+    assert!(PathBuf::from(format!("{}.rmirror/tree-authors.state.json", dest.display())).exists());
+    assert!(!dest.join("authors").join(".rmirror").exists());
+    // DEST's root is not a tree here: compare the subtrees
+    oracle::assert_clean(&format!("{}authors/", d.url("pub")), &dest.join("authors"));
+    oracle::assert_clean(&format!("{}modules/", d.url("pub")), &dest.join("modules"));
+}
