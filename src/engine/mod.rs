@@ -230,6 +230,12 @@ impl Loop {
                 }
             }
             Event::PhaseEnded(p) => tracing::debug!(phase = p, "phase ended"),
+            // Incremental recursion is not offered by this engine yet.
+            Event::FlistEof | Event::ListDone(_) => {
+                return Err(SyncError::Session(SessionError::Violation(
+                    "incremental file lists that rmirror did not ask for".into(),
+                )))
+            }
             Event::Stats(s) => {
                 tracing::debug!(?s, "server stats");
                 self.report.server_stats = Some(s)

@@ -140,6 +140,7 @@ impl PullSpec {
             filter_rules,
             filter_rules_old: self.filters.wire_rules(28, false).map_err(|e| e.to_string()),
             files_from: self.files_from.clone(),
+            inc_recurse: false,
         };
         let cfg = SessionConfig {
             mode: if self.source.shell { Mode::RemoteShell } else { Mode::Daemon },

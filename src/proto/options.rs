@@ -43,6 +43,8 @@ pub struct TransferOpts {
     pub filter_rules_old: Result<Vec<Vec<u8>>, String>,
     /// `--files-from` names, forwarded to the server (`--files-from=- --from0`).
     pub files_from: Option<Vec<Vec<u8>>>,
+    /// Offer incremental recursion (protocol ≥ 30, recursive pulls only).
+    pub inc_recurse: bool,
 }
 
 impl Default for TransferOpts {
@@ -69,12 +71,13 @@ impl Default for TransferOpts {
             filter_rules: vec![],
             filter_rules_old: Ok(vec![]),
             files_from: None,
+            inc_recurse: false,
         }
     }
 }
 
-/// Capability letters we put after `-e.` (protocol ≥ 30), in rsync's order.
-/// `i` (incremental recursion) is not offered yet: one file list per session.
+/// Capability letters we put after `-e.` (protocol ≥ 30), in rsync's order,
+/// after `i` (incremental recursion) when [`TransferOpts::inc_recurse`] asks for it.
 /// `L`: this receiver sets symlink times. `f` safe file list, `x` no xattr
 /// shortcut, `C` checksum-seed order fix, `v` varint flist flags + name
 /// negotiation, `u` names for id 0.
@@ -123,6 +126,13 @@ pub fn compression_from_name(s: &str) -> Option<Compression> {
         "zlibx" => Some(Compression::Zlibx),
         "none" => Some(Compression::None),
         _ => None,
+    }
+}
+
+impl TransferOpts {
+    /// Whether the `i` capability is sent: only for a recursive tree pull.
+    pub fn offers_inc_recurse(&self) -> bool {
+        self.inc_recurse && self.recursive && self.files_from.is_none()
     }
 }
 
@@ -184,6 +194,9 @@ pub fn server_args(o: &TransferOpts, protocol: i32, remote_paths: &[Vec<u8>]) ->
     }
     if protocol >= 30 {
         c.push_str("e.");
+        if o.offers_inc_recurse() {
+            c.push('i');
+        }
         c.push_str(CAPS);
     }
     if c.len() > 1 {
@@ -248,6 +261,8 @@ mod tests {
         let a = server_args(&o, 32, &[b"m/".to_vec()]);
         let s: Vec<String> = a.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect();
         assert_eq!(s, ["--server", "--sender", "-lHtpre.LfxCvu", ".", "m/"]);
+        let inc = TransferOpts { inc_recurse: true, ..TransferOpts::default() };
+        assert_eq!(server_args(&inc, 32, &[b"m/".to_vec()])[2], b"-lHtpre.iLfxCvu");
         let a = server_args(&o, 29, &[b"m/".to_vec()]);
         assert_eq!(a[2], b"-lHtpr");
         assert_eq!(encode_args(&a, 29).last(), Some(&b'\n'));

@@ -23,7 +23,7 @@ use crate::proto::handshake::{self, DaemonLine};
 use crate::proto::mux::{self, FrameHeader};
 use crate::proto::options::{self, CompressRequest, TransferOpts};
 use crate::proto::token::{Compression, TokenFramer, WireToken};
-use crate::proto::wire::{put, DecodeError, NdxState, Reader, NDX_DEL_STATS, NDX_DONE, NDX_FLIST_EOF};
+use crate::proto::wire::{put, DecodeError, NdxState, Reader, NDX_DEL_STATS, NDX_DONE, NDX_FLIST_EOF, NDX_FLIST_OFFSET};
 
 /// ITEM_* bits (`rsync.h`).
 pub const ITEM_REPORT_CHANGE: u16 = 0x0002;
@@ -35,6 +35,9 @@ pub const ITEM_XNAME_FOLLOWS: u16 = 0x1000;
 pub const ITEM_IS_NEW: u16 = 0x2000;
 pub const ITEM_LOCAL_CHANGE: u16 = 0x4000;
 pub const ITEM_TRANSFER: u16 = 0x8000;
+
+/// Most directories one session may announce (each may get a sub-list).
+const MAX_DIRS: usize = 1 << 24;
 
 /// How long a raw text line may grow while we wait for its newline.
 const MAX_PENDING_LINE: usize = handshake::MAX_LINE;
@@ -116,8 +119,15 @@ pub enum Event {
     Message { kind: MsgKind, text: Vec<u8> },
     /// The daemon asked us to time out sooner (MSG_IO_TIMEOUT), in seconds.
     IoTimeout(u32),
-    /// The complete (sorted) file list. An empty list means the server will exit.
+    /// A complete (sorted) file list: the only one, or with incremental
+    /// recursion the first list or a directory's sub-list. An empty first list
+    /// (non-incremental) means the server will exit.
     FileList(FileList),
+    /// Incremental recursion: no more sub-lists will come.
+    FlistEof,
+    /// Incremental recursion: the sender echoed our NDX_DONE for the oldest
+    /// list (which it has now freed); carries that list's `ndx_start`.
+    ListDone(i32),
     /// The sender starts the reply for a requested file.
     FileStart { ndx: i32, head: SumHead },
     Token { ndx: i32, token: Token },
@@ -259,6 +269,19 @@ pub struct ClientSession {
     text_lines: usize,
     list_received: bool,
     auth_sent: bool,
+    /// Incremental recursion negotiated.
+    inc: bool,
+    /// rsync's `dir_flist`: every directory received, in arrival order with
+    /// each list's directories sorted; `None` for a tombstoned slot.
+    dirs: Vec<Option<Vec<u8>>>,
+    /// Directories whose sub-list already came.
+    dir_listed: Vec<bool>,
+    /// `ndx_start` of the next list, and of every list still alive (oldest first).
+    next_ndx_start: i32,
+    alive: VecDeque<i32>,
+    flist_eof: bool,
+    /// Per-list NDX_DONEs we sent (incremental recursion).
+    list_dones_sent: u32,
 }
 
 impl ClientSession {
@@ -302,6 +325,13 @@ impl ClientSession {
             text_lines: 0,
             list_received: false,
             auth_sent: false,
+            inc: false,
+            dirs: Vec::new(),
+            dir_listed: Vec::new(),
+            next_ndx_start: 0,
+            alive: VecDeque::new(),
+            flist_eof: false,
+            list_dones_sent: 0,
         };
         match s.cfg.mode {
             Mode::Daemon => {
@@ -559,7 +589,11 @@ impl ClientSession {
             Err(e) => return Err(e.into()),
         };
         self.in_pos += r.consumed();
-        let unexpected = flags & !options::CF_ACCEPTED;
+        let mut accepted = options::CF_ACCEPTED;
+        if self.cfg.opts.offers_inc_recurse() {
+            accepted |= options::CF_INC_RECURSE;
+        }
+        let unexpected = flags & !accepted;
         if unexpected & options::CF_INC_RECURSE != 0 {
             return Err(SessionError::Violation(
                 "server turned on incremental recursion, which rmirror did not offer".into(),
@@ -571,6 +605,7 @@ impl ClientSession {
             )));
         }
         self.compat = flags;
+        self.inc = flags & options::CF_INC_RECURSE != 0;
         let varint_flags = flags & options::CF_VARINT_FLIST_FLAGS != 0;
         let send_csum = varint_flags && self.cfg.opts.checksum_choice.is_none();
         let send_comp = varint_flags && self.cfg.opts.compress == CompressRequest::Negotiate;
@@ -720,7 +755,7 @@ impl ClientSession {
             protocol: self.protocol,
             varint_flags: self.compat & options::CF_VARINT_FLIST_FLAGS != 0,
             safe_flist: self.protocol >= 31 || self.compat & options::CF_SAFE_FLIST != 0,
-            inc_recurse: false,
+            inc_recurse: self.inc,
             recurse: o.recursive,
             id0_names: self.compat & options::CF_ID0_NAMES != 0,
             preserve_links: o.links,
@@ -733,8 +768,9 @@ impl ClientSession {
             checksum_len: csum_len,
             numeric_ids: o.numeric_ids,
         }));
+        self.next_ndx_start = if self.inc { 1 } else { 0 };
         if let Some(f) = self.flist.as_mut() {
-            f.begin_list(0, None);
+            f.begin_list(self.next_ndx_start, None);
         }
         self.framer = Some(TokenFramer::new(self.compression));
         self.stage = Stage::Running;
@@ -863,9 +899,26 @@ impl ClientSession {
                 self.data_pos += used;
                 if let FlistProgress::Done(list) = prog {
                     self.io_error |= list.io_error & IOERR_VALID_MASK;
+                    let first = !self.list_received;
                     self.list_received = true;
+                    if self.inc {
+                        for &slot in &list.dir_slots {
+                            let name = list.entries.get(slot).and_then(|e| e.as_ref()).map(|e| e.name.clone());
+                            self.dirs.push(name);
+                            self.dir_listed.push(false);
+                        }
+                        if self.dirs.len() > MAX_DIRS {
+                            return Err(DecodeError::Malformed(format!("more than {MAX_DIRS} directories")));
+                        }
+                        self.alive.push_back(list.ndx_start);
+                        let next = list.ndx_start as i64 + list.entries.len() as i64 + 1;
+                        if next > i32::MAX as i64 / 2 {
+                            return Err(DecodeError::Malformed("file index space exhausted".into()));
+                        }
+                        self.next_ndx_start = next as i32;
+                    }
                     let empty = list.entries.iter().all(|e| e.is_none());
-                    if empty {
+                    if first && empty && !self.inc {
                         self.rx = Rx::AwaitEof;
                     } else {
                         self.rx = Rx::Items;
@@ -970,6 +1023,45 @@ impl ClientSession {
             self.data_pos += r.consumed();
             return self.on_echo().map(|_| true);
         }
+        if self.inc && ndx == NDX_FLIST_EOF {
+            if self.flist_eof {
+                return Err(DecodeError::Malformed("server ended the file lists twice".into()));
+            }
+            self.ndx_in = st;
+            self.data_pos += r.consumed();
+            self.flist_eof = true;
+            self.events.push_back(Event::FlistEof);
+            return Ok(true);
+        }
+        if self.inc && ndx <= NDX_FLIST_OFFSET {
+            if self.flist_eof {
+                return Err(DecodeError::Malformed("sub-list after the end of the file lists".into()));
+            }
+            // rsync.c read_ndx_and_attrs + 3.5.0 recv_file_list checks.
+            let dir_ndx = (NDX_FLIST_OFFSET as i64 - ndx as i64) as usize;
+            let name = match self.dirs.get(dir_ndx) {
+                None => return Err(DecodeError::Malformed(format!("Invalid dir index: {dir_ndx}"))),
+                Some(None) => {
+                    return Err(DecodeError::Malformed(format!("sub-list for cleared directory index {dir_ndx}")))
+                }
+                Some(Some(n)) => n.clone(),
+            };
+            if self.dir_listed[dir_ndx] {
+                return Err(DecodeError::Malformed(format!(
+                    "second file list for directory {}",
+                    crate::text::escape_name(&name)
+                )));
+            }
+            self.dir_listed[dir_ndx] = true;
+            self.ndx_in = st;
+            self.data_pos += r.consumed();
+            let start = self.next_ndx_start;
+            if let Some(f) = self.flist.as_mut() {
+                f.begin_list(start, Some(&name));
+            }
+            self.rx = Rx::Flist;
+            return Ok(true);
+        }
         if ndx < 0 {
             return Err(DecodeError::Malformed(match ndx {
                 NDX_FLIST_EOF => "server sent an incremental file-list marker, which rmirror did not ask for".into(),
@@ -1025,6 +1117,21 @@ impl ClientSession {
     }
 
     fn on_echo(&mut self) -> Result<(), DecodeError> {
+        if self.inc && self.phases_sent == 0 || (self.inc && self.echoes == 0 && !self.alive.is_empty()) {
+            // rsync.c recv_files: an echo frees the oldest list; only when none
+            // is left does it end a phase.
+            let Some(start) = self.alive.pop_front() else {
+                return Err(DecodeError::Malformed("server ended a list rmirror had not finished".into()));
+            };
+            self.events.push_back(Event::ListDone(start));
+            if !self.alive.is_empty() {
+                if self.list_dones_sent == 0 {
+                    return Err(DecodeError::Malformed("server ended a list rmirror had not finished".into()));
+                }
+                self.list_dones_sent -= 1;
+                return Ok(());
+            }
+        }
         self.echoes += 1;
         if self.echoes > self.phases_sent {
             return Err(DecodeError::Malformed("server ended a phase rmirror had not ended".into()));
@@ -1076,6 +1183,22 @@ impl ClientSession {
             self.cut_pending();
         }
         Ok(())
+    }
+
+    /// Incremental recursion: all files of the oldest list (not the last one)
+    /// are done; tell the sender it may free it.
+    pub fn end_list(&mut self) -> SResult<()> {
+        if !self.inc || self.phases_sent > 0 || !self.accepts_requests() {
+            return Err(SessionError::Internal("list end outside incremental phase 0".into()));
+        }
+        self.write_ndx(NDX_DONE);
+        self.list_dones_sent += 1;
+        Ok(())
+    }
+
+    /// Whether incremental recursion was negotiated.
+    pub fn inc_recurse(&self) -> bool {
+        self.inc
     }
 
     /// End the current generator phase (0: normal pass, 1: redo pass). Ending the
