@@ -281,7 +281,6 @@ fn h03_name_lengths() {
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "BUG: a URL naming one file (m/pub/a.iso) accepts any extra name the server lists (no implied-include check without --files-from); run: cargo test --test hostile h04_unrequested_name_for_single_file_url -- --ignored"]
 fn h04_unrequested_name_for_single_file_url() {
     let sb = Sandbox::new();
     let before = sb.dest_snapshot();
@@ -362,7 +361,6 @@ fn h13_dot_not_a_directory() {
 }
 
 #[test]
-#[ignore = "BUG: rsync://…/m/file --delete + hostile list [\".\" (content dir), \"file\"] deletes every other file in DEST (exit 0); run: cargo test --test hostile h13_dot_content_dir_for_single_file_request -- --ignored"]
 fn h13_dot_content_dir_for_single_file_request() {
     // "." as a content dir for a single-file request: --delete must not widen to DEST.
     let mut sb = Sandbox::new();
@@ -381,7 +379,6 @@ fn h13_dot_content_dir_for_single_file_request() {
 }
 
 #[test]
-#[ignore = "BUG: --files-from dir/file --delete: implied parent \"dir\" sent as a content dir makes rmirror delete DEST/dir/keep (CVE-2026-53789 class); run: cargo test --test hostile h14_delete_scope_implied_parent -- --ignored"]
 fn h14_delete_scope_implied_parent() {
     // --files-from (relative): request dir/file; the server sends the implied
     // parent "dir" as a content dir. DEST/dir/keep must survive --delete.

@@ -475,8 +475,7 @@ async fn cmd_ls(u: &str, conn: &ConnArgs) -> Result<ExitCode, CliError> {
         delete: DeleteOpts::default(),
         filters: Arc::new(FilterList::new()),
         list_only: true,
-        requested: None,
-        recursive: false,
+        scope: crate::engine::Scope::whole_tree(),
         numeric_ids: false,
         late_publish: Default::default(),
     });

@@ -180,23 +180,33 @@ pub fn link_followers(ctx: &Ctx, followers: &[usize], rep: &mut CommitReport) {
     }
 }
 
-/// Directories of the list whose contents the list describes completely.
-fn content_dirs(ctx: &Ctx) -> Vec<usize> {
+/// Directories of the list whose contents the list describes completely:
+/// flagged so by the server, and inside what we asked for.
+fn content_dirs(ctx: &Ctx, scope: &crate::engine::Scope) -> Vec<usize> {
     ctx.list
         .entries
         .iter()
         .enumerate()
         .filter_map(|(i, e)| {
             let e = e.as_ref()?;
-            (is_dir(e.mode) && e.flags & crate::proto::flist::FLAG_CONTENT_DIR != 0).then_some(i)
+            (is_dir(e.mode)
+                && e.flags & crate::proto::flist::FLAG_CONTENT_DIR != 0
+                && scope.allows_content_dir(&e.name))
+            .then_some(i)
         })
         .collect()
 }
 
 /// Remove temp leftovers and (with --delete) extraneous entries, then set
 /// directory attributes deepest first.
-pub fn delete_and_finish_dirs(ctx: &Ctx, filters: &FilterList, d: &DeleteOpts, rep: &mut CommitReport) {
-    let dirs = content_dirs(ctx);
+pub fn delete_and_finish_dirs(
+    ctx: &Ctx,
+    filters: &FilterList,
+    scope: &crate::engine::Scope,
+    d: &DeleteOpts,
+    rep: &mut CommitReport,
+) {
+    let dirs = content_dirs(ctx, scope);
     // Names present in the list, grouped by parent directory.
     let mut children: HashMap<&[u8], HashSet<&[u8]>> = HashMap::new();
     for e in ctx.list.entries.iter().flatten() {

@@ -41,10 +41,9 @@ pub struct SyncJob {
     pub filters: Arc<FilterList>,
     /// Only receive the file list (for `ls`); no transfer, no local effects.
     pub list_only: bool,
-    /// With `--files-from`: the names asked for; anything else is refused.
-    pub requested: Option<Vec<Vec<u8>>>,
-    /// Whether directories were asked for recursively.
-    pub recursive: bool,
+    /// What was asked for: the names the server may list, and the directories
+    /// whose contents it may describe (and so where --delete may act).
+    pub scope: Scope,
     /// `--numeric-ids`: keep the server's ids instead of mapping names.
     pub numeric_ids: bool,
     /// Paths renamed into place only after everything else (markers, indexes).
@@ -362,7 +361,7 @@ impl Loop {
             }
             if ok {
                 let d = DeleteOpts { io_error: deletions_unsafe, dry_run: dry, ..job.delete.clone() };
-                commit::delete_and_finish_dirs(&ctx, &job.filters, &d, &mut rep);
+                commit::delete_and_finish_dirs(&ctx, &job.filters, &job.scope, &d, &mut rep);
             }
             (rep, gen_errors + recv.failed.len() as u64, (total_size, recv))
         })
@@ -402,46 +401,132 @@ impl Loop {
 }
 
 /// Refuse names the server should never have sent: ones our own filter rules
-/// exclude, and (with `--files-from`) ones outside what we asked for —
-/// rsync 3.5.0's "rejecting excluded/unrequested file-list name" (exit 4).
+/// exclude, and ones outside what we asked for — rsync 3.5.0's "rejecting
+/// excluded/unrequested file-list name" (exit 4), before any filesystem effect.
 fn check_names(list: &FileList, job: &SyncJob) -> Result<(), SyncError> {
     for e in list.entries.iter().flatten() {
-        if e.name == b"." {
-            continue;
-        }
         let is_dir = generator::is_dir(e.mode);
-        if job.filters.rejects_flist_name(&e.name, is_dir) {
+        if e.name != b"." && job.filters.rejects_flist_name(&e.name, is_dir) {
             return Err(SyncError::local(
                 format!("ERROR: rejecting excluded file-list name: {}", crate::text::escape_name(&e.name)),
                 ExitCode::Unsupported,
             ));
         }
-        if let Some(req) = &job.requested {
-            if !name_requested(&e.name, is_dir, req, job.recursive) {
-                return Err(SyncError::local(
-                    format!("ERROR: rejecting unrequested file-list name: {}", crate::text::escape_name(&e.name)),
-                    ExitCode::Unsupported,
-                ));
-            }
+        if !job.scope.allows_name(&e.name, is_dir) {
+            return Err(SyncError::local(
+                format!("ERROR: rejecting unrequested file-list name: {}", crate::text::escape_name(&e.name)),
+                ExitCode::Unsupported,
+            ));
         }
     }
     Ok(())
 }
 
-/// True if `name` is a requested path, an implied parent directory of one, or
-/// (recursive) lies below a requested directory.
-pub fn name_requested(name: &[u8], is_dir: bool, requested: &[Vec<u8>], recursive: bool) -> bool {
-    requested.iter().any(|r| {
-        let r: &[u8] = r.strip_suffix(b"/").unwrap_or(r);
-        let r = r.strip_prefix(b"./").unwrap_or(r);
-        if name == r {
+/// What a pull asked for, relative to the transfer root.
+///
+/// A source ending in `/` (or a module root) asks for a whole tree: any name,
+/// and every directory is complete. `rsync://h/m/dir/file` asks for `file`
+/// only; `--files-from` for its names and their implied parent directories.
+/// Only requested directories (and, when recursive, those below them) may be
+/// treated as complete for `--delete` — so a hostile server cannot widen
+/// deletions by marking an implied parent, or `.`, as a content directory.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Requested names without trailing `/`; empty means the whole tree.
+    roots: Vec<Vec<u8>>,
+    recursive: bool,
+    /// A `--files-from` name was written `./name`: rsync (-R) then also sends
+    /// the transfer root `.` (as the client asked), whose attributes apply to
+    /// DEST itself. It never becomes a content directory.
+    root_entry: bool,
+}
+
+impl Scope {
+    /// Everything below the transfer root.
+    pub fn whole_tree() -> Self {
+        Scope { roots: vec![Vec::new()], recursive: true, root_entry: false }
+    }
+
+    /// The scope of a pull of remote path `path` (below the module).
+    pub fn for_path(path: &[u8], recursive: bool) -> Self {
+        if path.is_empty() || path.ends_with(b"/") || path == b"." || path.ends_with(b"/.") {
+            return Scope::whole_tree();
+        }
+        let base = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+        Scope { roots: vec![base.to_vec()], recursive, root_entry: false }
+    }
+
+    /// The scope of a `--files-from` pull.
+    pub fn for_names(names: &[Vec<u8>], recursive: bool) -> Self {
+        let root_entry = names.iter().any(|n| n.starts_with(b"./"));
+        let roots = names
+            .iter()
+            .map(|n| {
+                let n: &[u8] = n.strip_suffix(b"/").unwrap_or(n);
+                let mut n = n;
+                while let Some(r) = n.strip_prefix(b"./") {
+                    n = r;
+                }
+                let n = n.strip_prefix(b"/").unwrap_or(n);
+                if n == b"." {
+                    Vec::new()
+                } else {
+                    n.to_vec()
+                }
+            })
+            .collect();
+        Scope { roots, recursive, root_entry }
+    }
+
+    fn root_matches(root: &[u8], name: &[u8]) -> bool {
+        if root.iter().any(|b| b"*?[".contains(b)) {
+            // The daemon glob-expands the path; accept what the pattern matches.
+            crate::filter::wildmatch(root, name)
+        } else {
+            root == name
+        }
+    }
+
+    fn under(name: &[u8], root: &[u8]) -> bool {
+        if root.iter().any(|b| b"*?[".contains(b)) {
+            let first = name.split(|&b| b == b'/').next().unwrap_or(name);
+            return first.len() < name.len() && crate::filter::wildmatch(root, first);
+        }
+        name.len() > root.len() && name.starts_with(root) && name[root.len()] == b'/'
+    }
+
+    pub fn allows_name(&self, name: &[u8], is_dir: bool) -> bool {
+        if name == b"." && is_dir && self.root_entry {
             return true;
         }
-        if is_dir && r.len() > name.len() && r.starts_with(name) && r[name.len()] == b'/' {
-            return true;
-        }
-        recursive && name.len() > r.len() && name.starts_with(r) && name[r.len()] == b'/'
-    })
+        self.roots.iter().any(|r| {
+            if r.is_empty() {
+                return true;
+            }
+            if name == b"." {
+                return false;
+            }
+            if Self::root_matches(r, name) {
+                return true;
+            }
+            // An implied parent directory of a requested name.
+            if is_dir && r.len() > name.len() && r.starts_with(name) && r[name.len()] == b'/' {
+                return true;
+            }
+            self.recursive && Self::under(name, r)
+        })
+    }
+
+    /// Whether the server may describe `dir`'s complete contents (so that
+    /// --delete may remove what the list lacks there).
+    pub fn allows_content_dir(&self, dir: &[u8]) -> bool {
+        self.roots.iter().any(|r| {
+            if r.is_empty() {
+                return true;
+            }
+            dir != b"." && self.recursive && (Self::root_matches(r, dir) || Self::under(dir, r))
+        })
+    }
 }
 
 fn unique_nanos() -> u64 {
@@ -450,19 +535,52 @@ fn unique_nanos() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::name_requested;
+    use super::Scope;
 
     #[test]
-    fn requested_names() {
+    fn files_from_scope() {
         let req = vec![b"a/b/c.txt".to_vec(), b"d/".to_vec()];
-        assert!(name_requested(b"a/b/c.txt", false, &req, false));
-        assert!(name_requested(b"a", true, &req, false));
-        assert!(name_requested(b"a/b", true, &req, false));
-        assert!(!name_requested(b"a/b", false, &req, false));
-        assert!(!name_requested(b"a/x", false, &req, false));
-        assert!(name_requested(b"d", true, &req, false));
-        assert!(!name_requested(b"d/e", false, &req, false));
-        assert!(name_requested(b"d/e", false, &req, true));
-        assert!(!name_requested(b"dd/e", false, &req, true));
+        let s = Scope::for_names(&req, false);
+        assert!(s.allows_name(b"a/b/c.txt", false));
+        assert!(s.allows_name(b"a", true));
+        assert!(s.allows_name(b"a/b", true));
+        assert!(!s.allows_name(b"a/b", false));
+        assert!(!s.allows_name(b"a/x", false));
+        assert!(s.allows_name(b"d", true));
+        assert!(!s.allows_name(b"d/e", false));
+        assert!(!s.allows_name(b".", true));
+        assert!(!s.allows_content_dir(b"a"));
+        assert!(!s.allows_content_dir(b"."));
+        let r = Scope::for_names(&req, true);
+        assert!(r.allows_name(b"d/e", false));
+        assert!(!r.allows_name(b"dd/e", false));
+        assert!(r.allows_content_dir(b"d"));
+        assert!(r.allows_content_dir(b"d/x"));
+        assert!(!r.allows_content_dir(b"a"), "an implied parent is never complete");
+        // `./name` asks for the root entry too (rsync -R sends it)
+        let dot = Scope::for_names(&[b"./a/b".to_vec()], false);
+        assert!(dot.allows_name(b".", true) && dot.allows_name(b"a/b", false));
+        assert!(!dot.allows_name(b".", false));
+        assert!(!dot.allows_content_dir(b"."));
+    }
+
+    #[test]
+    fn path_scope() {
+        let whole = Scope::for_path(b"pub/", true);
+        assert!(whole.allows_name(b".", true) && whole.allows_name(b"x/y", false));
+        assert!(whole.allows_content_dir(b"."));
+        let file = Scope::for_path(b"pub/a.iso", true);
+        assert!(file.allows_name(b"a.iso", false));
+        assert!(!file.allows_name(b".", true));
+        assert!(!file.allows_name(b".ssh", true));
+        assert!(!file.allows_name(b".ssh/authorized_keys", false));
+        assert!(!file.allows_content_dir(b"."));
+        let dir = Scope::for_path(b"pub/dir", true);
+        assert!(dir.allows_name(b"dir/x", false));
+        assert!(dir.allows_content_dir(b"dir"));
+        assert!(!dir.allows_content_dir(b"."));
+        let glob = Scope::for_path(b"pub/*.iso", false);
+        assert!(glob.allows_name(b"a.iso", false));
+        assert!(!glob.allows_name(b"a.txt", false));
     }
 }

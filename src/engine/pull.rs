@@ -170,8 +170,10 @@ impl PullSpec {
             delete: DeleteOpts { delete: self.delete, max_delete: self.max_delete, io_error: false, dry_run: self.dry_run },
             filters: self.filters.clone(),
             list_only: false,
-            requested: self.files_from.clone(),
-            recursive,
+            scope: match &self.files_from {
+                Some(names) => crate::engine::Scope::for_names(names, recursive),
+                None => crate::engine::Scope::for_path(&self.source.path, recursive),
+            },
             numeric_ids: self.numeric_ids,
             late_publish: LatePublish::new(&self.late_publish),
         };
