@@ -200,7 +200,7 @@ impl EmptyDestDriver {
     fn event(&mut self, ev: Event) -> Result<(), Failure> {
         match ev {
             Event::Text(t) => self.t.texts.push(t),
-            Event::ListingDone => {}
+            Event::ListingDone | Event::FlistEof | Event::ListDone(_) => {}
             Event::Negotiated(n) => {
                 if n.compression != Compression::None {
                     self.inflater = Some(
@@ -544,8 +544,8 @@ pub fn mux_frames(data: &[u8]) {
     }
 }
 
-/// Varints, varlongs, longints, vstrings and ndx deltas, driven by an op
-/// byte each; every value decoded is re-encoded and must decode the same.
+/// Varints, varlongs (min_bytes 3 or 4, by bit 3 of the op), longints,
+/// vstrings and ndx deltas, driven by an op byte each; every value decoded is re-encoded and must decode the same.
 pub fn varint(data: &[u8]) {
     let mut r = Reader::new(data);
     let mut ndx_modern = NdxState::default();
@@ -565,7 +565,10 @@ pub fn varint(data: &[u8]) {
                     );
                 }
                 1 => {
-                    let min = 1 + (op as usize >> 3) % 8;
+                    // rsync only uses min_bytes 3 (sizes, stats) and 4 (mtimes);
+                    // smaller ones cannot carry a full i64 (write_varlong would
+                    // emit 9 bytes that read_varlong refuses).
+                    let min = 3 + (op as usize >> 3 & 1);
                     let v = r.varlong(min)?;
                     let mut e = Vec::new();
                     put::varlong(&mut e, v, min);

@@ -479,13 +479,13 @@ fn handwritten_seeds(seeds: &mut Seeds) {
     ] {
         v.push(0);
         put::varint(&mut v, x as i32);
-        v.push(1 | (2 << 3)); // varlong(3)
+        v.push(1); // varlong(3)
         put::varlong(&mut v, x, 3);
         v.push(2);
         put::longint(&mut v, x);
     }
     for x in [1i64 << 33, i64::MAX, -(1i64 << 40)] {
-        v.push(1 | (3 << 3)); // varlong(4)
+        v.push(1 | 8); // varlong(4)
         put::varlong(&mut v, x, 4);
         v.push(2);
         put::longint(&mut v, x);
