@@ -369,7 +369,7 @@ mod tests {
         let acts = pending_actions(&evs, &e("55"), &done, &pend);
         assert_eq!(acts.iter().map(|a| a.path.as_str()).collect::<Vec<_>>(), vec!["b", "d/x"]);
         // a newer `new` of the same path cancels the pending delete
-        let evs2 = vec![ev("120", "b", true)];
+        let evs2 = [ev("120", "b", true)];
         let acts = pending_actions(evs2.iter().chain(&evs), &e("55"), &done, &pend);
         let got: Vec<(&str, &str)> = acts.iter().map(|a| (a.path.as_str(), a.kind.as_str())).collect();
         assert_eq!(got, vec![("b", "new"), ("d/x", "new")]);

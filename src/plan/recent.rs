@@ -225,7 +225,7 @@ async fn fetch_principal(ctx: &TreeCtx<'_>, st: &TreeState) -> Result<(Principal
         let root = principal_root(&pname).unwrap_or("RECENT");
         check_principal_symlink(root, &target).map_err(|e| PassError::Io(e.to_string()))?;
         if !names.contains(&target) || vanished_has(&pulled.vanished, &target) {
-            let again = run_pull(ctx, &ctx.staging, PullWhat::Names(&[target.clone()]), true, FilterList::new()).await?;
+            let again = run_pull(ctx, &ctx.staging, PullWhat::Names(std::slice::from_ref(&target)), true, FilterList::new()).await?;
             if vanished_has(&again.vanished, &target) {
                 return Err(PassError::Io(format!("{pname} points at {target}, which does not exist")));
             }
@@ -297,7 +297,7 @@ fn publish_recent(ctx: &TreeCtx<'_>, dest: &Dest, chain_names: &[String], princi
         let cur = root.stat(pname).ok().flatten();
         let same = cur.is_some_and(|m| m.kind == Kind::Symlink)
             && root.readlink(pname).ok().as_deref() == Some(target.as_bytes())
-            && md.as_ref().is_none_or(|md| cur.is_some_and(|m| m.mtime == md.mtime() && m.mtime_nsec == md.mtime_nsec() as u32));
+            && md.as_ref().map_or(true, |md| cur.is_some_and(|m| m.mtime == md.mtime() && m.mtime_nsec == md.mtime_nsec() as u32));
         if !same {
             let tmp = dest::tmp_name(pname, uniq());
             let r = (|| -> std::io::Result<()> {
@@ -666,7 +666,7 @@ async fn full_sync(
         for n in &rest {
             if let Ok(Some(f)) = read_staged(&ctx.staging, n) {
                 if let Some(m) = f.max_epoch() {
-                    if newest.as_ref().is_none_or(|x| m > x) {
+                    if newest.as_ref().map_or(true, |x| m > x) {
                         newest = Some(m.clone());
                     }
                 }

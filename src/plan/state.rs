@@ -42,9 +42,7 @@ impl EpochRanges {
         let mut cur = (lo, hi);
         let mut placed = false;
         for (a, b) in std::mem::take(&mut self.0) {
-            if placed {
-                out.push((a, b));
-            } else if b < cur.0 {
+            if placed || b < cur.0 {
                 out.push((a, b));
             } else if cur.1 < a {
                 out.push(cur.clone());

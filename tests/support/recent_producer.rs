@@ -315,7 +315,7 @@ impl Producer {
                 merged.push(ev.clone());
             }
         }
-        merged.sort_by(|a, b| b.epoch.cmp(&a.epoch));
+        merged.sort_by_key(|e| std::cmp::Reverse(e.epoch));
         // keep epochs unique (the reference's _increase_a_bit; ours: +1 quantum downwards)
         for k in 1..merged.len() {
             if merged[k].epoch >= merged[k - 1].epoch {
