@@ -664,7 +664,6 @@ fn h21_literal_bomb_streams_then_times_out() {
 }
 
 #[test]
-#[ignore = "BUG: invalid zstd DEFLATED_DATA for a file leaves its temp .~rmirror.f.* in DEST; run: cargo test --test hostile h22_zstd_invalid_data -- --ignored"]
 fn h22_zstd_invalid_data() {
     // Invalid compressed data.
     let (r, sb, _s) = transfer_case_ext(Cfg::new(32), &["--compress-choice=zstd"], |c, req| {

@@ -270,9 +270,17 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
     // `run` reloads its config on SIGHUP instead of stopping.
     let hup_stops = !matches!(cli.cmd, Cmd::Run(_));
     let r = rt.block_on(async move {
+        let work = run(cli, sub);
+        tokio::pin!(work);
         tokio::select! {
-            r = run(cli, sub) => r,
-            s = shutdown_signal(hup_stops) => Err(CliError { msg: format!("received {s}, stopping"), code: ExitCode::Signal }),
+            r = &mut work => r,
+            s = shutdown_signal(hup_stops) => {
+                // Let running transfers stop cleanly (their temps removed, nothing
+                // half-published), but never wait long.
+                crate::engine::request_shutdown();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), &mut work).await;
+                Err(CliError { msg: format!("received {s}, stopping"), code: ExitCode::Signal })
+            }
         }
     });
     match r {

@@ -18,6 +18,8 @@ pub struct DeleteOpts {
     pub max_delete: Option<u64>,
     /// Deletions are unsafe (the server reported an I/O error).
     pub io_error: bool,
+    /// Local files that could not be written in this run; deletions are skipped.
+    pub local_failures: u64,
     pub dry_run: bool,
 }
 
@@ -145,6 +147,17 @@ pub fn publish_filtered(
     }
 }
 
+/// Remove staged temps without publishing them (the run was stopped).
+pub fn discard(ctx: &Ctx, staged: &[Staged]) {
+    let mut cache = DirCache::new(ctx.dest.clone());
+    for s in staged {
+        let Some(e) = ctx.entry(s.ndx) else { continue };
+        if let Ok((dir, _)) = cache.parent_of(&e.name) {
+            let _ = dir.unlink(&s.tmp);
+        }
+    }
+}
+
 /// Make hard-link followers point at their leader's published file.
 pub fn link_followers(ctx: &Ctx, followers: &[usize], rep: &mut CommitReport) {
     let mut cache = DirCache::new(ctx.dest.clone());
@@ -219,9 +232,17 @@ pub fn delete_and_finish_dirs(
     let mut cache = DirCache::new(ctx.dest.clone());
     let mut deleted = 0u64;
     let mut skipped = 0u64;
+    let mut skip_deletes = d.io_error;
     if d.delete && d.io_error {
         rep.delete_skipped_io = true;
         ctx.monitor.local_error("IO error encountered -- skipping file deletion");
+    } else if d.delete && d.local_failures > 0 {
+        skip_deletes = true;
+        rep.delete_skipped_io = true;
+        ctx.monitor.local_error(&format!(
+            "{} file(s) could not be written -- skipping file deletion",
+            d.local_failures
+        ));
     }
     for &i in &dirs {
         let Some(e) = ctx.entry(i) else { continue };
@@ -246,7 +267,7 @@ pub fn delete_and_finish_dirs(
             }
             extraneous.push(n);
         }
-        if !d.delete || d.io_error {
+        if !d.delete || skip_deletes {
             continue;
         }
         extraneous.sort();

@@ -32,6 +32,23 @@ use self::generator::{Ctx, GenOut, GenReport, LocalOpts};
 use self::monitor::Monitor;
 use self::receiver::{Receiver, RecvIn, RecvReport};
 
+static SHUTDOWN: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> = std::sync::OnceLock::new();
+
+fn shutdown_sender() -> &'static tokio::sync::watch::Sender<bool> {
+    SHUTDOWN.get_or_init(|| tokio::sync::watch::channel(false).0)
+}
+
+/// Ask every running transfer to stop: each aborts its session, removes its
+/// temp files and publishes nothing (a signal handler calls this).
+pub fn request_shutdown() {
+    shutdown_sender().send_replace(true);
+}
+
+/// Whether a shutdown was requested.
+pub fn shutdown_requested() -> bool {
+    *shutdown_sender().borrow()
+}
+
 /// What to do with the file list once it arrives.
 #[derive(Clone)]
 pub struct SyncJob {
@@ -105,7 +122,9 @@ impl SyncError {
 struct Running {
     ctx: Arc<Ctx>,
     recv_tx: Option<mpsc::Sender<RecvIn>>,
-    recv_join: Option<tokio::task::JoinHandle<Result<RecvReport, String>>>,
+    recv_join: Option<tokio::task::JoinHandle<RecvReport>>,
+    /// The receiver's report, when it stopped early and was already joined.
+    recv_report: Option<RecvReport>,
     gen_reports: Vec<GenReport>,
     /// A temp DEST used for a dry run against a missing destination.
     scratch_dest: Option<PathBuf>,
@@ -123,6 +142,8 @@ pub async fn run(
     conn.send(session.take_output());
     let mut state = Loop { job, mon: mon.clone(), running: None, negotiated: None, report: SyncReport::default() };
     let (gen_tx, mut gen_rx) = mpsc::channel::<GenOut>(1024);
+    let mut shutdown = shutdown_sender().subscribe();
+    let mut handshake_done = false;
     let mut buf = vec![0u8; 256 * 1024];
     let mut keepalive = tokio::time::interval(Duration::from_secs(3600));
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -132,8 +153,14 @@ pub async fn run(
             if !session.wants_input() {
                 break;
             }
+            if *shutdown.borrow() {
+                return Err(SyncError::local("stopped by a signal", ExitCode::Signal));
+            }
             tokio::select! {
                 biased;
+                _ = shutdown.changed() => {
+                    return Err(SyncError::local("stopped by a signal", ExitCode::Signal));
+                }
                 g = gen_rx.recv() => {
                     if let Some(g) = g {
                         match g {
@@ -153,6 +180,11 @@ pub async fn run(
                 _ = keepalive.tick() => session.keepalive(),
             }
             while let Some(ev) = session.poll_event() {
+                if !handshake_done && matches!(ev, Event::Negotiated(_) | Event::Text(_) | Event::ListingDone) {
+                    // The daemon answered: from now on only --timeout applies.
+                    handshake_done = true;
+                    conn.handshake_done();
+                }
                 if let Some(t) = state.handle(ev, &mut session, &gen_tx).await? {
                     // The daemon's own timeout: keep the link alive well inside it.
                     let secs = (t / 2).max(1) as u64;
@@ -174,8 +206,10 @@ pub async fn run(
     let _ = conn.finish().await;
     state.report.bytes_written = written.load(std::sync::atomic::Ordering::Relaxed);
     state.report.io_error = session.io_error();
-    // Wind down the receiver and publish what is complete.
-    let finish = state.finish(result.is_ok(), &session).await;
+    // Wind down the receiver and publish what is complete — unless we were told
+    // to stop, in which case nothing is published and every temp is removed.
+    let cancelled = matches!(&result, Err(SyncError::Local { code: ExitCode::Signal, .. }));
+    let finish = state.finish(result.is_ok(), cancelled, &session).await;
     result?;
     finish?;
     Ok(state.report)
@@ -220,7 +254,10 @@ impl Loop {
                 };
                 let (tx, rx) = oneshot::channel();
                 self.to_receiver(RecvIn::Barrier(tx)).await?;
-                let redo = rx.await.map_err(|_| SyncError::local("receiver stopped", ExitCode::FileIo))?;
+                let redo = match rx.await {
+                    Ok(r) => r,
+                    Err(_) => return Err(self.receiver_failed().await),
+                };
                 if redo.is_empty() {
                     session.end_phase()?;
                 } else {
@@ -249,18 +286,33 @@ impl Loop {
         };
         let Some(tx) = run.recv_tx.as_ref() else { return Ok(()) };
         if tx.send(m).await.is_err() {
-            // The receiver stopped: surface its error.
-            let msg = match run.recv_join.take() {
-                Some(j) => match j.await {
-                    Ok(Err(e)) => e,
-                    Ok(Ok(_)) => "receiver stopped early".into(),
-                    Err(e) => format!("receiver crashed: {e}"),
-                },
-                None => "receiver stopped".into(),
-            };
-            return Err(SyncError::Session(SessionError::Malformed(msg)));
+            return Err(self.receiver_failed().await);
         }
         Ok(())
+    }
+
+    /// The receiver stopped on data it could not apply: keep its report (staged
+    /// files) and surface its reason as the stream error it is.
+    async fn receiver_failed(&mut self) -> SyncError {
+        let Some(run) = self.running.as_mut() else {
+            return SyncError::Session(SessionError::Malformed("receiver stopped".into()));
+        };
+        let msg = match run.recv_join.take() {
+            Some(j) => match j.await {
+                Ok(rep) => {
+                    let m = rep.fatal.clone().unwrap_or_else(|| "receiver stopped early".into());
+                    run.recv_report = Some(rep);
+                    m
+                }
+                Err(e) => format!("receiver crashed: {e}"),
+            },
+            None => run
+                .recv_report
+                .as_ref()
+                .and_then(|r| r.fatal.clone())
+                .unwrap_or_else(|| "receiver stopped".into()),
+        };
+        SyncError::Session(SessionError::Malformed(msg))
     }
 
     fn on_list(
@@ -316,12 +368,19 @@ impl Loop {
         let tx = gen_tx.clone();
         tokio::task::spawn_blocking(move || generator::run_pass0(c2, tx));
         self.running =
-            Some(Running { ctx, recv_tx: Some(recv_tx), recv_join: Some(recv_join), gen_reports: vec![], scratch_dest });
+            Some(Running {
+                ctx,
+                recv_tx: Some(recv_tx),
+                recv_join: Some(recv_join),
+                recv_report: None,
+                gen_reports: vec![],
+                scratch_dest,
+            });
         Ok(())
     }
 
     /// Stop the receiver and publish. `ok` = the session completed.
-    async fn finish(&mut self, ok: bool, session: &ClientSession) -> Result<(), SyncError> {
+    async fn finish(&mut self, ok: bool, cancelled: bool, session: &ClientSession) -> Result<(), SyncError> {
         let Some(mut run) = self.running.take() else {
             self.report.exit = Some(self.exit_code(session, 0, false));
             return Ok(());
@@ -329,18 +388,17 @@ impl Loop {
         drop(run.recv_tx.take());
         let recv = match run.recv_join.take() {
             Some(j) => match j.await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    self.mon.local_error(&e);
-                    RecvReport::default()
-                }
+                Ok(r) => r,
                 Err(e) => {
                     self.mon.local_error(&format!("receiver crashed: {e}"));
                     RecvReport::default()
                 }
             },
-            None => RecvReport::default(),
+            None => run.recv_report.take().unwrap_or_default(),
         };
+        if let Some(f) = &recv.fatal {
+            self.mon.local_error(f);
+        }
         let job = self.job.clone().expect("a transfer has a job");
         let ctx = run.ctx.clone();
         let gen_reports = std::mem::take(&mut run.gen_reports);
@@ -354,13 +412,25 @@ impl Loop {
             let links: Vec<usize> = gen_reports.iter().flat_map(|g| g.links.iter().copied()).collect();
             let gen_errors: u64 = gen_reports.iter().map(|g| g.errors).sum();
             let total_size: i64 = gen_reports.first().map(|g| g.total_size).unwrap_or(0);
+            if cancelled {
+                commit::discard(&ctx, &staged);
+                return (rep, gen_errors + recv.failed.len() as u64, (total_size, recv));
+            }
             if !dry {
                 commit::publish_filtered(&ctx, &mut staged, &mut rep, &job.late_publish, false);
                 commit::link_followers(&ctx, &links, &mut rep);
                 commit::publish_filtered(&ctx, &mut staged, &mut rep, &job.late_publish, true);
             }
             if ok {
-                let d = DeleteOpts { io_error: deletions_unsafe, dry_run: dry, ..job.delete.clone() };
+                // Files that could not be written (disk full, permissions) mean
+                // this run did not reproduce the tree: delete nothing (plan M3).
+                let local_failures = gen_errors + recv.failed.len() as u64 + rep.errors;
+                let d = DeleteOpts {
+                    io_error: deletions_unsafe,
+                    local_failures,
+                    dry_run: dry,
+                    ..job.delete.clone()
+                };
                 commit::delete_and_finish_dirs(&ctx, &job.filters, &job.scope, &d, &mut rep);
             }
             (rep, gen_errors + recv.failed.len() as u64, (total_size, recv))

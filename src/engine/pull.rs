@@ -167,7 +167,12 @@ impl PullSpec {
                 am_root: root,
                 block_size: self.block_size,
             },
-            delete: DeleteOpts { delete: self.delete, max_delete: self.max_delete, io_error: false, dry_run: self.dry_run },
+            delete: DeleteOpts {
+                delete: self.delete,
+                max_delete: self.max_delete,
+                dry_run: self.dry_run,
+                ..Default::default()
+            },
             filters: self.filters.clone(),
             list_only: false,
             scope: match &self.files_from {
@@ -220,6 +225,7 @@ impl PullSpec {
         let port = self.port.or(self.source.port).unwrap_or(873);
         let mut c = Connection::connect(&self.source.host, port, self.contimeout).await?;
         c.set_idle_timeout(self.timeout.filter(|t| !t.is_zero()));
+        c.set_handshake_timeout(self.contimeout.filter(|t| !t.is_zero()));
         Ok(c)
     }
 }

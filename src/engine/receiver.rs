@@ -43,6 +43,8 @@ pub struct RecvReport {
     pub literal_bytes: u64,
     pub matched_bytes: u64,
     pub files: u64,
+    /// Why the receiver stopped early (bad data it could not apply).
+    pub fatal: Option<String>,
 }
 
 struct Current {
@@ -94,10 +96,14 @@ impl Receiver {
         })
     }
 
-    /// Consume messages until the channel closes.
-    pub fn run(mut self, mut rx: mpsc::Receiver<RecvIn>) -> Result<RecvReport, String> {
+    /// Consume messages until the channel closes or the data cannot be applied.
+    /// The file in progress (if any) never stays behind as a temp.
+    pub fn run(mut self, mut rx: mpsc::Receiver<RecvIn>) -> RecvReport {
         while let Some(m) = rx.blocking_recv() {
-            self.handle(m)?;
+            if let Err(e) = self.handle(m) {
+                self.rep.fatal = Some(e);
+                break;
+            }
         }
         if let Some(c) = self.cur.take() {
             // The stream ended inside a file: drop its temp.
@@ -105,7 +111,7 @@ impl Receiver {
         }
         // Files still awaiting a redo that never came count as failed.
         self.rep.failed.append(&mut self.pending_redo);
-        Ok(self.rep)
+        self.rep
     }
 
     /// Remove every staged temp (used when the run is abandoned).

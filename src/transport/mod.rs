@@ -21,6 +21,8 @@ pub enum TransportError {
     Io(#[from] std::io::Error),
     #[error("timeout: no data from the server for {0} seconds")]
     Idle(u64),
+    #[error("timed out after {0} seconds waiting for the server to answer")]
+    HandshakeTimeout(u64),
     #[error("failed to start remote shell {cmd:?}: {source}")]
     Spawn { cmd: String, source: std::io::Error },
 }
@@ -30,7 +32,7 @@ impl TransportError {
         match self {
             TransportError::Connect { .. } | TransportError::Io(_) => ExitCode::SocketIo,
             TransportError::Spawn { .. } => ExitCode::Unsupported,
-            TransportError::ConnectTimeout(_) => ExitCode::ConTimeout,
+            TransportError::ConnectTimeout(_) | TransportError::HandshakeTimeout(_) => ExitCode::ConTimeout,
             TransportError::Idle(_) => ExitCode::Timeout,
         }
     }
@@ -47,6 +49,12 @@ pub struct Connection {
     tx: Option<mpsc::UnboundedSender<Vec<u8>>>,
     writer: Option<JoinHandle<std::io::Result<()>>>,
     idle: Option<Duration>,
+    /// Deadline for the server's first answer (`--contimeout` covers the
+    /// greeting too, so a peer that accepts and stays silent cannot hang us).
+    handshake: Option<Duration>,
+    /// When bytes last arrived: the idle deadline counts from here, not from
+    /// each read call (the loop re-enters `read` on every keep-alive tick).
+    last_rx: tokio::time::Instant,
     /// Bytes read and written, for statistics.
     pub bytes_read: u64,
     pub bytes_written: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -140,6 +148,8 @@ impl Connection {
             tx: Some(tx),
             writer: Some(writer),
             idle: None,
+            handshake: None,
+            last_rx: tokio::time::Instant::now(),
             bytes_read: 0,
             bytes_written: written,
             record,
@@ -155,6 +165,21 @@ impl Connection {
         self.idle
     }
 
+    /// Until [`Connection::handshake_done`], reads time out after `t` at most.
+    pub fn set_handshake_timeout(&mut self, t: Option<Duration>) {
+        self.handshake = t;
+    }
+
+    pub fn handshake_done(&mut self) {
+        self.handshake = None;
+    }
+
+    /// Restart the idle clock (after local work during which the peer was
+    /// legitimately waiting for us).
+    pub fn touch(&mut self) {
+        self.last_rx = tokio::time::Instant::now();
+    }
+
     /// Queue bytes for sending.
     pub fn send(&self, buf: Vec<u8>) {
         if buf.is_empty() {
@@ -167,12 +192,20 @@ impl Connection {
 
     /// Read some bytes (0 = EOF), honouring the idle timeout.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
-        let n = match self.idle {
-            Some(t) => tokio::time::timeout(t, self.rd.read(buf))
+        let n = match (self.handshake, self.idle) {
+            (Some(h), idle) if idle.is_none_or(|i| h <= i) => {
+                tokio::time::timeout_at(self.last_rx + h, self.rd.read(buf))
+                    .await
+                    .map_err(|_| TransportError::HandshakeTimeout(h.as_secs()))??
+            }
+            (_, Some(t)) => tokio::time::timeout_at(self.last_rx + t, self.rd.read(buf))
                 .await
                 .map_err(|_| TransportError::Idle(t.as_secs()))??,
-            None => self.rd.read(buf).await?,
+            (_, None) => self.rd.read(buf).await?,
         };
+        if n > 0 {
+            self.last_rx = tokio::time::Instant::now();
+        }
         self.bytes_read += n as u64;
         if let Some(r) = self.record.as_mut() {
             use std::io::Write;
@@ -181,13 +214,19 @@ impl Connection {
         Ok(n)
     }
 
-    /// Flush queued output and close our side.
+    /// Flush queued output and close our side. A peer that stopped reading
+    /// cannot hold us here: after `grace` the writer is abandoned.
     pub async fn finish(mut self) -> Result<(), TransportError> {
         drop(self.tx.take());
-        if let Some(w) = self.writer.take() {
-            match w.await {
-                Ok(r) => r?,
-                Err(e) => return Err(TransportError::Io(std::io::Error::other(e))),
+        let grace = self.idle.unwrap_or(Duration::from_secs(30)).min(Duration::from_secs(30));
+        if let Some(mut w) = self.writer.take() {
+            match tokio::time::timeout(grace, &mut w).await {
+                Ok(Ok(r)) => r?,
+                Ok(Err(e)) => return Err(TransportError::Io(std::io::Error::other(e))),
+                Err(_) => {
+                    w.abort();
+                    return Err(TransportError::Idle(grace.as_secs()));
+                }
             }
         }
         if let Some(mut child) = self.child.take() {
