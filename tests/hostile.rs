@@ -1254,7 +1254,6 @@ fn h38_rsync_proxy_env_ignored_or_bounded() {
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "BUG: unsafe names exit 12 (stream error) where rsync exits 4 (flist.c: unsafe pathname -> RERR_UNSUPPORTED) and l1/l2 overflow exits 12 where rsync exits 2; run: cargo test --test hostile exit_codes_match_rsync -- --ignored"]
 fn exit_codes_match_rsync() {
     let sb = Sandbox::new();
     let (r, _s) = attack(&sb, Cfg::new(32), vec![dot(), EFile::file("../x", b"x")], &[]);

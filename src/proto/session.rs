@@ -160,6 +160,12 @@ pub enum SessionError {
     Auth(String),
     #[error("{0}")]
     Unsupported(String),
+    /// A name that would escape the destination (rsync: "unsafe pathname", exit 4).
+    #[error("{0}")]
+    UnsafeName(String),
+    /// A length beyond what rsync itself accepts (rsync's overflow exits, exit 2).
+    #[error("server sent oversized data: {0}")]
+    Overflow(String),
     /// The server ended the session with an exit code (MSG_ERROR_EXIT).
     #[error("server exited with code {0}")]
     PeerExit(i32),
@@ -178,7 +184,8 @@ impl SessionError {
             }
             SessionError::Incompatible(_) => ExitCode::Protocol,
             SessionError::Daemon(_) | SessionError::Auth(_) => ExitCode::StartClient,
-            SessionError::Unsupported(_) => ExitCode::Unsupported,
+            SessionError::Unsupported(_) | SessionError::UnsafeName(_) => ExitCode::Unsupported,
+            SessionError::Overflow(_) => ExitCode::Protocol,
             SessionError::PeerExit(c) => ExitCode::from_peer(*c),
             SessionError::Internal(_) => ExitCode::Protocol,
         }
@@ -189,6 +196,14 @@ impl From<DecodeError> for SessionError {
     fn from(e: DecodeError) -> Self {
         match e {
             DecodeError::Incomplete => SessionError::Internal("incomplete input treated as an error".into()),
+            // rsync's exit codes for these: flist.c "unsafe pathname" aborts
+            // with RERR_UNSUPPORTED; over-long names and link targets with 2.
+            DecodeError::Malformed(m) if m.contains("unsafe pathname") => SessionError::UnsafeName(m),
+            DecodeError::Malformed(m)
+                if m.starts_with("file list: name too long") || m.starts_with("file list: symlink target length") =>
+            {
+                SessionError::Overflow(m)
+            }
             DecodeError::Malformed(m) => SessionError::Malformed(m),
         }
     }
