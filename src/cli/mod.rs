@@ -3,11 +3,14 @@
 
 pub use crate::remote as url;
 
+mod iim;
 mod probe;
 mod run;
 mod status;
 
 mod watch;
+
+pub use iim::iim_main;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -107,6 +110,14 @@ pub enum Cmd {
     /// Rank candidate upstreams by freshness signal and latency.
     #[command(after_help = "Example:\n  rmirror probe rsync://a.example/cpan/ rsync://b.example/cpan/")]
     Probe(probe::ProbeArgs),
+    /// A drop-in for the iim instant-mirroring client: its command line and config
+    /// (`rmirror iim -c iim.conf -daemon cpan`; also runs as `iim` via a symlink).
+    #[command(disable_help_flag = true)]
+    Iim {
+        /// iim's options: [-v] [-q] [-d] [-t] [-f] [-m] [-daemon tag] [-e e] [-c conf] [--entry value ...]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -258,6 +269,9 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
             return ExitCode::Syntax.code();
         }
     };
+    if let Cmd::Iim { args } = cli.cmd {
+        return iim::iim_main(args);
+    }
     init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -333,6 +347,7 @@ async fn run(cli: Cli, sub: Option<ArgMatches>) -> Result<ExitCode, CliError> {
         Cmd::Run(a) => run::cmd_run(&a).await,
         Cmd::Status(a) => status::cmd_status(&a).await,
         Cmd::Probe(a) => probe::cmd_probe(&a).await,
+        Cmd::Iim { .. } => Err(CliError::syntax("internal: iim runs before the runtime starts")),
     }
 }
 
