@@ -364,4 +364,14 @@ fn runs_as_iim_through_a_symlink_and_compares_with_m() {
     let o = iim(work.path(), &["-m", "-q", "-c", "iim.conf"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{}", text(&o));
+
+    // start-up rule: no state, but the local RECENT files (from the rsync
+    // copy) are less than a day old: follow the index from them, no full sync
+    up.prod.publish();
+    let o = as_iim(&["-c", "iim.conf", "--allow_full_syncs", "0", "--max_run_time", "2", "--scoreboard_file", "sb.json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("local RECENT files are current"), "{}", text(&o));
+    let j = json(&work.join("sb.json")).unwrap();
+    assert_eq!((j["full_syncs"].as_u64(), j["fetched"].as_u64(), j["deleted"].as_u64()), (Some(0), Some(1), Some(1)), "{j:#}");
+    oracle::assert_clean(&up.d.url("pub"), &dest);
 }

@@ -163,8 +163,13 @@ fn parse_remote(remote: &str) -> Result<(RemoteSpec, String), String> {
     let mut principal = "RECENT.recent".to_string();
     let i = spec.path.iter().rposition(|&b| b == b'/').map(|i| i + 1).unwrap_or(0);
     let last = String::from_utf8_lossy(&spec.path[i..]).into_owned();
+    let rfile = crate::recent::split_rfilename(&last).filter(|r| crate::recent::Interval::parse(&r.interval).is_ok());
     if crate::recent::principal_root(&last).is_some() {
         principal = last;
+        spec.path.truncate(i);
+    } else if let Some(r) = rfile {
+        // `…/RECENT-1h.json`: follow its set through the principal pointer
+        principal = crate::recent::principal_name(&r.root);
         spec.path.truncate(i);
     } else if !spec.path.is_empty() && !spec.path.ends_with(b"/") {
         spec.path.push(b'/');
@@ -1206,8 +1211,10 @@ mod tests {
         assert_eq!((s.port, s.path.as_slice(), p.as_str()), (Some(8732), &b"authors/"[..], "RECENT.recent"));
         let (s, p) = parse_remote("rsync://h/CPAN/authors").unwrap();
         assert_eq!((s.path.as_slice(), p.as_str()), (&b"authors/"[..], "RECENT.recent"));
-        let (_, p) = parse_remote("h::m/RECENT-1h.json").unwrap();
-        assert_eq!(p, "RECENT-1h.json");
+        let (s, p) = parse_remote("h::m/sub/RECENT-1h.json").unwrap();
+        assert_eq!((s.path.as_slice(), p.as_str()), (&b"sub/"[..], "RECENT.recent"));
+        let (s, _) = parse_remote("h::m/sub/Dist-1.0.tar.gz").unwrap();
+        assert_eq!(s.path.as_slice(), &b"sub/Dist-1.0.tar.gz/"[..]);
         assert!(parse_remote("rsync://h/").is_err());
         assert!(parse_remote("host:/path").is_err());
     }

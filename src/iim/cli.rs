@@ -13,8 +13,9 @@
 //! * a lone `--` ends the options; no positional arguments exist, so
 //!   anything left over is an error.
 //!
-//! The meaning of `-m` is not in the retrieved part of the manual; it is
-//! recorded as a flag only.
+//! The meaning of `-m` is not in the retrieved part of the manual; this
+//! parser records it as a flag and `rmirror iim` uses it as "compare the
+//! local tree with the remote and exit" (see `src/cli/iim.rs`).
 
 use super::config::{is_known_key, LogLevel, CONFIG_KEYS};
 use super::interval::{parse_epoch_spec, EpochSpec, EpochSpecError};
@@ -45,7 +46,7 @@ pub struct IimArgs {
     pub test_config: bool,
     /// `-f`: full sync on start-up (overrides `allow_full_syncs`).
     pub full_sync: bool,
-    /// `-m` (meaning not documented in the retrieved manual text).
+    /// `-m` (not documented in the retrieved manual text; rmirror: compare and exit).
     pub m: bool,
     pub daemon: Option<DaemonSpec>,
     /// `-e`

@@ -23,7 +23,8 @@
 //!   (the top file counts) is fatal; files come from an [`IncludeResolver`]
 //!   so this module does no I/O.
 //! * A value that is exactly `EMPTY` means "empty": it unsets an optional
-//!   entry and clears the list of a multi-valued one (`scoreboard_file`).
+//!   entry, clears the list of a multi-valued one (`scoreboard_file`) and
+//!   restores the default of the others (`loglevel`, `hot_config`, …).
 //!   (Inferred; handy for `--entry EMPTY` on the command line.)
 //!
 //! Deviations from mirmon's regex pipeline, all deliberate: a whitespace-only
@@ -585,7 +586,10 @@ impl IimConfig {
                     }
                 }
                 "scoreboard_template" => c.scoreboard_template = opt_string(e),
+                // EMPTY (or an empty value) restores the default, as for the other entries
+                "hot_config" if is_empty(e) => c.hot_config = defaults::HOT_CONFIG,
                 "hot_config" => c.hot_config = boolean(e)?,
+                "loglevel" if is_empty(e) => c.loglevel = LogLevel::Terse,
                 "loglevel" => {
                     c.loglevel = LogLevel::parse(&e.value).ok_or_else(|| {
                         bad(
@@ -596,6 +600,7 @@ impl IimConfig {
                 }
                 "rotate" => c.rotate = parse_rotate(e)?,
                 "full_sync_interval" => c.full_sync_interval = opt_span(e)?,
+                "allow_full_syncs" if is_empty(e) => c.allow_full_syncs = defaults::ALLOW_FULL_SYNCS,
                 "allow_full_syncs" => c.allow_full_syncs = boolean(e)?,
                 "timeout" => {
                     c.timeout = if is_empty(e) {
@@ -855,6 +860,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.rotate, None);
+        // EMPTY restores the default of the boolean and level entries too
+        let c = parse_config(
+            &format!("{}loglevel debug\nhot_config 1\nallow_full_syncs 0\nloglevel EMPTY\nhot_config EMPTY\nallow_full_syncs EMPTY\n", minimal()),
+            "x",
+            &[],
+            &mut NoIncludes,
+        )
+        .unwrap();
+        assert_eq!(c.loglevel, LogLevel::Terse);
+        assert_eq!(c.hot_config, defaults::HOT_CONFIG);
+        assert_eq!(c.allow_full_syncs, defaults::ALLOW_FULL_SYNCS);
     }
 
     #[test]
