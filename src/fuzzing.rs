@@ -200,7 +200,7 @@ impl EmptyDestDriver {
     fn event(&mut self, ev: Event) -> Result<(), Failure> {
         match ev {
             Event::Text(t) => self.t.texts.push(t),
-            Event::ListingDone | Event::FlistEof | Event::ListDone(_) => {}
+            Event::ListingDone | Event::FlistEof | Event::ListDone(_) | Event::SubList { .. } => {}
             Event::Negotiated(n) => {
                 if n.compression != Compression::None {
                     self.inflater = Some(

@@ -425,7 +425,8 @@ fn h08_inc_recurse_forced() {
     let before = sb.dest_snapshot();
     let mut cfg = Cfg::new(32);
     cfg.compat = Some(0x1FF); // everything, including CF_INC_RECURSE
-    let (r, _s) = attack(&sb, cfg, files, &[]);
+    // The client did not offer incremental recursion, so the flag is forced on it.
+    let (r, _s) = attack(&sb, cfg, files, &["--no-inc-recursive"]);
     expect_refused(&sb, &r, REFUSED, &before);
     assert!(r.stderr.contains("incremental"), "{}", r.show());
     converge(&sb, &[]);

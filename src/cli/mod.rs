@@ -226,6 +226,9 @@ pub struct XferArgs {
     /// Show progress during transfer.
     #[arg(long)]
     pub progress: bool,
+    /// Receive the whole file list before transferring (no incremental recursion).
+    #[arg(long = "no-inc-recursive", visible_alias = "no-i-r")]
+    pub no_inc_recursive: bool,
     /// Remote shell for host:path sources (default ssh; also RSYNC_RSH).
     #[arg(short = 'e', long = "rsh", value_name = "COMMAND")]
     pub rsh: Option<String>,
@@ -721,6 +724,7 @@ async fn cmd_sync(
     ps.filters = Arc::new(filters);
     ps.recursive = files_from.is_none() || x.recursive;
     ps.rsh = x.rsh.clone();
+    ps.inc_recurse = !x.no_inc_recursive;
     ps.rsync_path = x.rsync_path.clone();
     ps.files_from = files_from;
     let collect = (mode == Mode::CompareJson).then(|| Mutex::new(Vec::new()));

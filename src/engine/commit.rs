@@ -4,10 +4,10 @@
 //! I/O error, bounded by `--max-delete`), then directory times and permissions
 //! are set deepest first. Leftover temp files from killed runs are removed.
 
-use std::collections::{HashMap, HashSet};
+
 
 use crate::engine::dest::{self, DirCache, Kind};
-use crate::engine::generator::{is_dir, Ctx, Staged};
+use crate::engine::generator::{Ctx, DirAttr, Link, Staged};
 use crate::engine::monitor::Item;
 use crate::filter::FilterList;
 
@@ -116,17 +116,12 @@ pub fn publish_filtered(
     staged.sort_by_key(|s| s.ndx);
     let mut cache = DirCache::new(ctx.dest.clone());
     for s in staged.iter() {
-        if !late.is_empty() {
-            let is_late = ctx.entry(s.ndx).map(|e| late.matches(&e.name)).unwrap_or(false);
-            if is_late != late_pass {
-                continue;
-            }
-        } else if late_pass {
+        let is_late = !late.is_empty() && late.matches(&s.name);
+        if is_late != late_pass {
             continue;
         }
-        let Some(e) = ctx.entry(s.ndx) else { continue };
         let r = (|| -> std::io::Result<()> {
-            let (dir, base) = cache.parent_of(&e.name)?;
+            let (dir, base) = cache.parent_of(&s.name)?;
             if let Some(m) = dir.stat(base)? {
                 if m.kind == Kind::Dir {
                     dir.remove_all(base)?;
@@ -138,8 +133,8 @@ pub fn publish_filtered(
             Ok(()) => rep.published += 1,
             Err(x) => {
                 rep.errors += 1;
-                err(ctx, &e.name, x);
-                if let Ok((d, _)) = cache.parent_of(&e.name) {
+                err(ctx, &s.name, x);
+                if let Ok((d, _)) = cache.parent_of(&s.name) {
                     let _ = d.unlink(&s.tmp);
                 }
             }
@@ -151,23 +146,20 @@ pub fn publish_filtered(
 pub fn discard(ctx: &Ctx, staged: &[Staged]) {
     let mut cache = DirCache::new(ctx.dest.clone());
     for s in staged {
-        let Some(e) = ctx.entry(s.ndx) else { continue };
-        if let Ok((dir, _)) = cache.parent_of(&e.name) {
+        if let Ok((dir, _)) = cache.parent_of(&s.name) {
             let _ = dir.unlink(&s.tmp);
         }
     }
 }
 
 /// Make hard-link followers point at their leader's published file.
-pub fn link_followers(ctx: &Ctx, followers: &[usize], rep: &mut CommitReport) {
+pub fn link_followers(ctx: &Ctx, links: &[Link], rep: &mut CommitReport) {
     let mut cache = DirCache::new(ctx.dest.clone());
     let mut cache2 = DirCache::new(ctx.dest.clone());
-    for &f in followers {
-        let (Some(e), Some(&l)) = (ctx.entry(f), ctx.hl_leader.get(&f)) else { continue };
-        let Some(le) = ctx.entry(l) else { continue };
+    for l in links {
         let r = (|| -> std::io::Result<()> {
-            let (ldir, lbase) = cache.parent_of(&le.name)?;
-            let (fdir, fbase) = cache2.parent_of(&e.name)?;
+            let (ldir, lbase) = cache.parent_of(&l.leader)?;
+            let (fdir, fbase) = cache2.parent_of(&l.follower)?;
             match ldir.stat(lbase)? {
                 Some(m) if m.kind == Kind::File => {}
                 _ => return Err(std::io::Error::other("hard-link leader is missing")),
@@ -187,147 +179,85 @@ pub fn link_followers(ctx: &Ctx, followers: &[usize], rep: &mut CommitReport) {
             Ok(()) => rep.published += 1,
             Err(x) => {
                 rep.errors += 1;
-                err(ctx, &e.name, x);
+                err(ctx, &l.follower, x);
             }
         }
     }
 }
 
-/// Directories of the list whose contents the list describes completely:
-/// flagged so by the server, and inside what we asked for.
-fn content_dirs(ctx: &Ctx, scope: &crate::engine::Scope) -> Vec<usize> {
-    ctx.list
-        .entries
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| {
-            let e = e.as_ref()?;
-            (is_dir(e.mode)
-                && e.flags & crate::proto::flist::FLAG_CONTENT_DIR != 0
-                && scope.allows_content_dir(&e.name))
-            .then_some(i)
-        })
-        .collect()
-}
-
-/// Remove temp leftovers and (with --delete) extraneous entries, then set
-/// directory attributes deepest first.
-pub fn delete_and_finish_dirs(
+/// Apply deletions (with --delete): each extraneous entry the generator found,
+/// entry by entry, deepest first; skipped when the server reported an I/O
+/// error or this run failed to write some files; bounded by --max-delete.
+pub fn delete_extraneous(
     ctx: &Ctx,
     filters: &FilterList,
-    scope: &crate::engine::Scope,
+    extraneous: &mut Vec<Vec<u8>>,
     d: &DeleteOpts,
     rep: &mut CommitReport,
 ) {
-    let dirs = content_dirs(ctx, scope);
-    // Names present in the list, grouped by parent directory.
-    let mut children: HashMap<&[u8], HashSet<&[u8]>> = HashMap::new();
-    for e in ctx.list.entries.iter().flatten() {
-        if e.name == b"." {
-            continue;
-        }
-        let (p, b) = dest::split_parent(&e.name);
-        children.entry(p).or_default().insert(b);
+    if !d.delete {
+        return;
     }
-    let mut cache = DirCache::new(ctx.dest.clone());
-    let mut deleted = 0u64;
-    let mut skipped = 0u64;
-    let mut skip_deletes = d.io_error;
-    if d.delete && d.io_error {
+    if d.io_error {
         rep.delete_skipped_io = true;
         ctx.monitor.local_error("IO error encountered -- skipping file deletion");
-    } else if d.delete && d.local_failures > 0 {
-        skip_deletes = true;
+        return;
+    }
+    if d.local_failures > 0 {
         rep.delete_skipped_io = true;
         ctx.monitor.local_error(&format!(
             "{} file(s) could not be written -- skipping file deletion",
             d.local_failures
         ));
+        return;
     }
-    for &i in &dirs {
-        let Some(e) = ctx.entry(i) else { continue };
-        let dname: &[u8] = if e.name == b"." { b"" } else { &e.name };
-        let dir = match cache.dir(dname) {
-            Ok(h) => h,
-            Err(_) => continue,
-        };
-        let Ok(names) = dir.list() else { continue };
-        let empty = HashSet::new();
-        let keep = children.get(dname).unwrap_or(&empty);
-        let mut extraneous: Vec<Vec<u8>> = Vec::new();
-        for n in names {
-            if keep.contains(n.as_slice()) {
-                continue;
-            }
-            if dest::is_tmp_name(&n) {
-                if !d.dry_run {
-                    let _ = dir.remove_all(&n);
-                }
-                continue;
-            }
-            extraneous.push(n);
-        }
-        if !d.delete || skip_deletes {
-            continue;
-        }
-        extraneous.sort();
-        for n in extraneous {
-            let mut full = dname.to_vec();
-            if !full.is_empty() {
-                full.push(b'/');
-            }
-            full.extend_from_slice(&n);
-            let mut del = Deleter { ctx, filters, d, deleted: &mut deleted, skipped: &mut skipped, rep };
-            del.delete(&dir, &n, &full, false);
-        }
+    extraneous.sort();
+    extraneous.dedup();
+    let mut cache = DirCache::new(ctx.dest.clone());
+    let mut deleted = 0u64;
+    let mut skipped = 0u64;
+    for full in extraneous.iter() {
+        let Ok((dir, base)) = cache.parent_of(full) else { continue };
+        let mut del = Deleter { ctx, filters, d, deleted: &mut deleted, skipped: &mut skipped, rep };
+        del.delete(&dir, base, full, false);
     }
     rep.deleted = deleted;
     if skipped > 0 {
         rep.delete_limited = true;
         ctx.monitor.local_error(&format!("Deletions stopped due to --max-delete limit ({skipped} skipped)"));
     }
-    if d.dry_run {
-        return;
-    }
-    // Directory attributes, deepest first so setting a parent's mtime sticks.
-    let mut all_dirs: Vec<usize> = ctx
-        .list
-        .entries
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| e.as_ref().filter(|e| is_dir(e.mode)).map(|_| i))
-        .collect();
-    all_dirs.sort_by_key(|&i| std::cmp::Reverse(ctx.entry(i).map(|e| depth(&e.name)).unwrap_or(0)));
-    for i in all_dirs {
-        let Some(e) = ctx.entry(i) else { continue };
+}
+
+/// Set directory permissions, owners and times, deepest first so setting a
+/// parent's mtime sticks.
+pub fn finish_dirs(ctx: &Ctx, dirs: &mut Vec<DirAttr>, rep: &mut CommitReport) {
+    dirs.sort_by_key(|a| std::cmp::Reverse(depth(&a.name)));
+    let mut cache = DirCache::new(ctx.dest.clone());
+    for a in dirs.iter() {
         let r = (|| -> std::io::Result<()> {
             let (dir, base): (dest::DirHandle, &[u8]) =
-                if e.name == b"." { (ctx.dest.root().clone(), b".") } else { cache.parent_of(&e.name)? };
+                if a.name == b"." { (ctx.dest.root().clone(), b".") } else { cache.parent_of(&a.name)? };
             let Some(m) = dir.stat(base)? else { return Ok(()) };
             if m.kind != Kind::Dir {
                 return Ok(());
             }
-            let want_mode = if ctx.opts.perms { e.mode & 0o7777 } else { m.mode & 0o7777 | 0o700 };
+            let want_mode = if ctx.opts.perms { a.mode & 0o7777 } else { m.mode & 0o7777 | 0o700 };
             if (m.mode & 0o7777) != want_mode {
                 dir.chmod(base, want_mode)?;
             }
-            if ctx.opts.am_root && (ctx.opts.owner || ctx.opts.group) {
-                let uid = ctx.owner_of(e);
-                let gid = ctx.group_of(e);
-                if uid.is_some_and(|u| u != m.uid) || gid.is_some_and(|g| g != m.gid) {
-                    dir.chown(base, uid, gid)?;
-                }
+            if a.uid.is_some_and(|u| u != m.uid) || a.gid.is_some_and(|g| g != m.gid) {
+                dir.chown(base, a.uid, a.gid)?;
             }
             // Whole seconds decide for files (rsync's same_time); a directory we touch
             // anyway gets its exact time, sub-second part included (protocol ≥ 31).
-            if ctx.opts.times && (m.mtime != e.mtime || (ctx.protocol >= 31 && m.mtime_nsec != e.mtime_nsec)) {
-                dir.set_mtime(base, e.mtime, e.mtime_nsec)?;
+            if ctx.opts.times && (m.mtime != a.mtime || (ctx.protocol >= 31 && m.mtime_nsec != a.mtime_nsec)) {
+                dir.set_mtime(base, a.mtime, a.mtime_nsec)?;
             }
             Ok(())
         })();
         if let Err(x) = r {
             rep.errors += 1;
-            err(ctx, &e.name, x);
+            err(ctx, &a.name, x);
         }
     }
 }

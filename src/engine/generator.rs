@@ -5,17 +5,17 @@
 //!
 //! Runs on a blocking thread: it stats and reads the destination.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
 use crate::checksum::{self, CsumType, FileHasher, SumHead, SumParams};
 use crate::engine::dest::{self, DirCache, Kind, Meta};
 use crate::engine::monitor::{Item, Monitor};
-use crate::proto::flist::{FileEntry, FileList};
+use crate::proto::flist::{FileEntry, FileList, HardLinkKey, FLAG_CONTENT_DIR};
 use crate::proto::session::{ITEM_IS_NEW, ITEM_REPORT_SIZE, ITEM_REPORT_TIME};
 
 pub const S_IFMT: u32 = 0o170000;
@@ -52,23 +52,94 @@ pub struct LocalOpts {
 
 /// Everything the generator, receiver and commit share for one run.
 pub struct Ctx {
-    pub list: Arc<FileList>,
+    /// File lists still in use, by `ndx_start` (one list, or with incremental
+    /// recursion the lists not yet finished: memory follows the work in flight).
+    lists: Mutex<BTreeMap<i32, Arc<FileList>>>,
     pub dest: dest::Dest,
     pub opts: LocalOpts,
     pub protocol: i32,
     pub sums: SumParams,
     pub monitor: Arc<dyn Monitor>,
-    /// Follower index → leader index, for hard-link groups.
-    pub hl_leader: HashMap<usize, usize>,
+    /// Incremental recursion: lists arrive per directory.
+    pub inc: bool,
+    /// What was requested (names allowed, directories that may be complete).
+    pub scope: crate::engine::Scope,
+    pub numeric_ids: bool,
     /// Remote id → local id, mapped by name (empty with --numeric-ids).
-    pub uid_map: HashMap<u32, u32>,
-    pub gid_map: HashMap<u32, u32>,
+    uid_map: Mutex<HashMap<u32, u32>>,
+    gid_map: Mutex<HashMap<u32, u32>>,
     pub tmp_counter: AtomicU64,
 }
 
 impl Ctx {
-    pub fn entry(&self, ndx: usize) -> Option<&FileEntry> {
-        self.list.entries.get(ndx).and_then(|e| e.as_ref())
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dest: dest::Dest,
+        opts: LocalOpts,
+        protocol: i32,
+        sums: SumParams,
+        monitor: Arc<dyn Monitor>,
+        inc: bool,
+        scope: crate::engine::Scope,
+        numeric_ids: bool,
+        tmp_seed: u64,
+    ) -> Self {
+        Ctx {
+            lists: Mutex::new(BTreeMap::new()),
+            dest,
+            opts,
+            protocol,
+            sums,
+            monitor,
+            inc,
+            scope,
+            numeric_ids,
+            uid_map: Mutex::new(HashMap::new()),
+            gid_map: Mutex::new(HashMap::new()),
+            tmp_counter: AtomicU64::new(tmp_seed),
+        }
+    }
+
+    /// Make a list's entries reachable by index (and map its owner names).
+    pub fn add_list(&self, list: Arc<FileList>) {
+        if self.opts.am_root && !self.numeric_ids {
+            if self.opts.owner {
+                let m = map_ids(&list.uid_names, false);
+                if let Ok(mut g) = self.uid_map.lock() {
+                    g.extend(m);
+                }
+            }
+            if self.opts.group {
+                let m = map_ids(&list.gid_names, true);
+                if let Ok(mut g) = self.gid_map.lock() {
+                    g.extend(m);
+                }
+            }
+        }
+        if let Ok(mut l) = self.lists.lock() {
+            l.insert(list.ndx_start, list);
+        }
+    }
+
+    /// Forget a finished list.
+    pub fn remove_list(&self, ndx_start: i32) {
+        if let Ok(mut l) = self.lists.lock() {
+            l.remove(&ndx_start);
+        }
+    }
+
+    /// The list holding global index `ndx`, and the slot in it.
+    pub fn lookup(&self, ndx: i32) -> Option<(Arc<FileList>, usize)> {
+        let l = self.lists.lock().ok()?;
+        let (start, list) = l.range(..=ndx).next_back()?;
+        let i = (ndx - start) as usize;
+        (i < list.entries.len()).then(|| (list.clone(), i))
+    }
+
+    /// A copy of the entry at global index `ndx`.
+    pub fn entry_at(&self, ndx: i32) -> Option<FileEntry> {
+        let (l, i) = self.lookup(ndx)?;
+        l.entries[i].clone()
     }
 
     /// The local owner for an entry (`-o`, root only), mapped by name like rsync.
@@ -76,7 +147,8 @@ impl Ctx {
         if !(self.opts.am_root && self.opts.owner) {
             return None;
         }
-        e.uid.map(|u| *self.uid_map.get(&u).unwrap_or(&u))
+        let u = e.uid?;
+        Some(self.uid_map.lock().ok().and_then(|m| m.get(&u).copied()).unwrap_or(u))
     }
 
     /// The local group for an entry (`-g`, root only), mapped by name like rsync.
@@ -84,7 +156,8 @@ impl Ctx {
         if !(self.opts.am_root && self.opts.group) {
             return None;
         }
-        e.gid.map(|g| *self.gid_map.get(&g).unwrap_or(&g))
+        let g = e.gid?;
+        Some(self.gid_map.lock().ok().and_then(|m| m.get(&g).copied()).unwrap_or(g))
     }
 
     /// A fresh unique suffix for temp names.
@@ -120,33 +193,225 @@ pub fn hard_link_leaders(list: &FileList) -> HashMap<usize, usize> {
 /// Something staged under a temp name, to be renamed into place at commit.
 #[derive(Debug, Clone)]
 pub struct Staged {
-    pub ndx: usize,
+    /// Global index (orders publishing: parents before children).
+    pub ndx: i32,
+    pub name: Vec<u8>,
     pub tmp: Vec<u8>,
+}
+
+/// A hard-link follower to link to its leader at commit.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub follower: Vec<u8>,
+    pub leader: Vec<u8>,
+}
+
+/// A directory whose attributes are set at the end, deepest first.
+#[derive(Debug, Clone)]
+pub struct DirAttr {
+    pub name: Vec<u8>,
+    pub mode: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// Work for the generator thread.
+#[derive(Debug)]
+pub enum GenCmd {
+    /// A list to walk; `parent` is the directory an inc-recursion sub-list
+    /// describes (`None` for the first or only list).
+    List { list: Arc<FileList>, parent: Option<Vec<u8>> },
+    /// Re-request these files with full-length sums.
+    Redo(Vec<i32>),
 }
 
 /// Messages from the generator to the driver.
 #[derive(Debug)]
 pub enum GenOut {
     Request { ndx: i32, iflags: u16, head: SumHead, sums: Vec<u8> },
-    /// All requests of this pass were sent.
-    PhaseDone(GenReport),
+    /// Every request for this list was sent.
+    ListDone { ndx_start: i32, report: GenReport },
+    /// Every redo request was sent.
+    RedoDone(GenReport),
 }
 
 /// What a generator pass leaves for the commit step.
 #[derive(Debug, Default)]
 pub struct GenReport {
     pub staged: Vec<Staged>,
-    /// Followers to (re)link to their leader at commit.
-    pub links: Vec<usize>,
-    pub requested: Vec<usize>,
+    pub links: Vec<Link>,
+    /// Local entries the list lacks, in directories it describes completely
+    /// (candidates for --delete).
+    pub extraneous: Vec<Vec<u8>>,
+    pub dirs: Vec<DirAttr>,
+    pub requested: Vec<i32>,
     pub errors: u64,
-    /// Bytes of files considered (for --stats).
+    /// Bytes of regular files considered (for --stats).
     pub total_size: i64,
+    pub entries: u64,
 }
 
-/// rsync's `same_time()` with its default `--modify-window` of 0: whole
-/// seconds decide; nanoseconds are written when we set a time but never make a
-/// file look changed.
+/// The generator thread's state: it outlives one list.
+pub struct Generator {
+    ctx: Arc<Ctx>,
+    cache: DirCache,
+    /// Hard-link group → leader's name (the first member met, in list order).
+    leaders: HashMap<HardLinkKey, Vec<u8>>,
+    /// Directories flagged as complete by the server (inc-recursion sub-lists
+    /// may come long after their directory's list was freed).
+    content_dirs: HashSet<Vec<u8>>,
+}
+
+/// Run the generator until its command queue closes.
+pub fn run_generator(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<GenCmd>, tx: mpsc::Sender<GenOut>) {
+    let mut g = Generator { cache: DirCache::new(ctx.dest.clone()), ctx, leaders: HashMap::new(), content_dirs: HashSet::new() };
+    while let Some(cmd) = cmds.blocking_recv() {
+        let out = match cmd {
+            GenCmd::List { list, parent } => {
+                let report = g.list(&list, parent.as_deref(), &tx);
+                GenOut::ListDone { ndx_start: list.ndx_start, report }
+            }
+            GenCmd::Redo(ndxs) => GenOut::RedoDone(g.redo(&ndxs, &tx)),
+        };
+        if tx.blocking_send(out).is_err() {
+            return;
+        }
+    }
+}
+
+impl Generator {
+    fn list(&mut self, list: &FileList, parent: Option<&[u8]>, tx: &mpsc::Sender<GenOut>) -> GenReport {
+        let ctx = self.ctx.clone();
+        let mut rep = GenReport::default();
+        for e in list.entries.iter().flatten() {
+            if is_dir(e.mode) && e.flags & FLAG_CONTENT_DIR != 0 {
+                self.content_dirs.insert(e.name.clone());
+            }
+        }
+        self.scan_extraneous(list, parent, &mut rep);
+        for (i, e) in list.entries.iter().enumerate() {
+            let Some(e) = e else { continue };
+            rep.entries += 1;
+            rep.total_size += if is_reg(e.mode) { e.size } else { 0 };
+            if is_dir(e.mode) {
+                rep.dirs.push(DirAttr {
+                    name: e.name.clone(),
+                    mode: e.mode,
+                    mtime: e.mtime,
+                    mtime_nsec: e.mtime_nsec,
+                    uid: ctx.owner_of(e),
+                    gid: ctx.group_of(e),
+                });
+            }
+            let ndx = list.ndx_start + i as i32;
+            if let Err(err) = self.one_entry(ndx, e, &mut rep, tx) {
+                if err.kind() == std::io::ErrorKind::BrokenPipe {
+                    break; // the transfer ended
+                }
+                rep.errors += 1;
+                ctx.monitor.local_error(&format!("{}: {}", crate::text::escape_name(&e.name), err));
+            }
+        }
+        rep
+    }
+
+    /// Record what DEST has and this list lacks, in each directory the list
+    /// describes completely; remove leftover temps of killed runs there.
+    fn scan_extraneous(&mut self, list: &FileList, parent: Option<&[u8]>, rep: &mut GenReport) {
+        let ctx = self.ctx.clone();
+        // Which directories does this list describe, and with which names?
+        let mut described: Vec<(Vec<u8>, HashSet<&[u8]>)> = Vec::new();
+        let allowed = |d: &[u8]| ctx.scope.allows_content_dir(d);
+        if ctx.inc {
+            let dir: Vec<u8> = match parent {
+                Some(p) => p.to_vec(),
+                None => b".".to_vec(),
+            };
+            let complete = if parent.is_some() {
+                self.content_dirs.contains(&dir)
+            } else {
+                list.entries.iter().flatten().any(|e| e.name == b"." && e.flags & FLAG_CONTENT_DIR != 0)
+            };
+            if complete && allowed(&dir) {
+                let names = list
+                    .entries
+                    .iter()
+                    .flatten()
+                    .filter(|e| e.name != b".")
+                    .map(|e| dest::split_parent(&e.name).1)
+                    .collect();
+                described.push((dir, names));
+            }
+        } else {
+            let mut children: HashMap<&[u8], HashSet<&[u8]>> = HashMap::new();
+            for e in list.entries.iter().flatten() {
+                if e.name == b"." {
+                    continue;
+                }
+                let (p, b) = dest::split_parent(&e.name);
+                children.entry(p).or_default().insert(b);
+            }
+            for e in list.entries.iter().flatten() {
+                if is_dir(e.mode) && e.flags & FLAG_CONTENT_DIR != 0 && allowed(&e.name) {
+                    let key: &[u8] = if e.name == b"." { b"" } else { &e.name };
+                    described.push((e.name.clone(), children.remove(key).unwrap_or_default()));
+                }
+            }
+        }
+        for (dir_name, keep) in described {
+            let rel: &[u8] = if dir_name == b"." { b"" } else { &dir_name };
+            let Ok(dir) = self.cache.dir(rel) else { continue };
+            let Ok(mut names) = dir.list() else { continue };
+            names.sort();
+            for n in names {
+                if keep.contains(n.as_slice()) {
+                    continue;
+                }
+                if dest::is_tmp_name(&n) {
+                    if !ctx.opts.dry_run {
+                        let _ = dir.remove_all(&n);
+                    }
+                    continue;
+                }
+                let mut full = rel.to_vec();
+                if !full.is_empty() {
+                    full.push(b'/');
+                }
+                full.extend_from_slice(&n);
+                rep.extraneous.push(full);
+            }
+        }
+    }
+
+    fn redo(&mut self, ndxs: &[i32], tx: &mpsc::Sender<GenOut>) -> GenReport {
+        let ctx = self.ctx.clone();
+        let mut rep = GenReport::default();
+        for &ndx in ndxs {
+            let Some(e) = ctx.entry_at(ndx) else { continue };
+            let r = (|| -> std::io::Result<()> {
+                let (dir, base) = self.cache.parent_of(&e.name)?;
+                let (head, sums) = match dir.stat(base)? {
+                    Some(m) if m.kind == Kind::File && m.size > 0 => {
+                        basis_sums(&dir, base, m.size, &ctx.sums, ctx.protocol, true, ctx.opts.block_size)?
+                    }
+                    _ => (SumHead::default(), Vec::new()),
+                };
+                tx.blocking_send(GenOut::Request { ndx, iflags: 0, head, sums })
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "transfer ended"))?;
+                rep.requested.push(ndx);
+                Ok(())
+            })();
+            if let Err(err) = r {
+                rep.errors += 1;
+                ctx.monitor.local_error(&format!("{}: {}", crate::text::escape_name(&e.name), err));
+            }
+        }
+        rep
+    }
+}
+
 fn same_mtime(_ctx: &Ctx, e: &FileEntry, m: &Meta) -> bool {
     e.mtime == m.mtime
 }
@@ -232,58 +497,11 @@ fn local_file_checksum(dir: &dest::DirHandle, base: &[u8], kind: CsumType, proto
     Ok(d[..n].to_vec())
 }
 
-/// Pass 0: walk the whole list.
-pub fn run_pass0(ctx: Arc<Ctx>, tx: mpsc::Sender<GenOut>) {
-    let mut rep = GenReport::default();
-    let mut cache = DirCache::new(ctx.dest.clone());
-    for ndx in 0..ctx.list.entries.len() {
-        let Some(e) = ctx.entry(ndx) else { continue };
-        rep.total_size += if is_reg(e.mode) { e.size } else { 0 };
-        match one_entry(&ctx, &mut cache, ndx, e, &mut rep, &tx) {
-            Ok(()) => {}
-            Err(err) => {
-                rep.errors += 1;
-                ctx.monitor.local_error(&format!("{}: {}", crate::text::escape_name(&e.name), err));
-            }
-        }
-    }
-    let _ = tx.blocking_send(GenOut::PhaseDone(rep));
-}
-
-/// The redo pass: re-request files whose verification failed, with full-length sums.
-pub fn run_redo(ctx: Arc<Ctx>, redo: Vec<usize>, tx: mpsc::Sender<GenOut>) {
-    let mut rep = GenReport::default();
-    let mut cache = DirCache::new(ctx.dest.clone());
-    for ndx in redo {
-        let Some(e) = ctx.entry(ndx) else { continue };
-        let r = (|| -> std::io::Result<()> {
-            let (dir, base) = cache.parent_of(&e.name)?;
-            let (head, sums) = match dir.stat(base)? {
-                Some(m) if m.kind == Kind::File && m.size > 0 => {
-                    basis_sums(&dir, base, m.size, &ctx.sums, ctx.protocol, true, ctx.opts.block_size)?
-                }
-                _ => (SumHead::default(), Vec::new()),
-            };
-            let _ = tx.blocking_send(GenOut::Request { ndx: ndx as i32, iflags: 0, head, sums });
-            rep.requested.push(ndx);
-            Ok(())
-        })();
-        if let Err(err) = r {
-            rep.errors += 1;
-            ctx.monitor.local_error(&format!("{}: {}", crate::text::escape_name(&e.name), err));
-        }
-    }
-    let _ = tx.blocking_send(GenOut::PhaseDone(rep));
-}
-
-fn one_entry(
-    ctx: &Ctx,
-    cache: &mut DirCache,
-    ndx: usize,
-    e: &FileEntry,
-    rep: &mut GenReport,
-    tx: &mpsc::Sender<GenOut>,
-) -> std::io::Result<()> {
+impl Generator {
+fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc::Sender<GenOut>) -> std::io::Result<()> {
+    let ctx_arc = self.ctx.clone();
+    let ctx = &*ctx_arc;
+    let cache = &mut self.cache;
     let dry = ctx.opts.dry_run;
     if e.name == b"." {
         // The transfer root: DEST itself.
@@ -370,7 +588,7 @@ fn one_entry(
             if ctx.opts.am_root && (ctx.opts.owner || ctx.opts.group) {
                 let _ = dir.chown(&tmp, ctx.owner_of(e), ctx.group_of(e));
             }
-            rep.staged.push(Staged { ndx, tmp });
+            rep.staged.push(Staged { ndx, name: e.name.clone(), tmp });
         }
         return Ok(());
     }
@@ -391,23 +609,38 @@ fn one_entry(
         if !dry {
             let tmp = dest::tmp_name(base, ctx.unique());
             dir.mknod(&tmp, mode, rdev)?;
-            rep.staged.push(Staged { ndx, tmp });
+            if ctx.opts.times {
+                dir.set_mtime(&tmp, e.mtime, e.mtime_nsec)?;
+            }
+            if ctx.opts.owner || ctx.opts.group {
+                dir.chown(&tmp, ctx.owner_of(e), ctx.group_of(e))?;
+            }
+            rep.staged.push(Staged { ndx, name: e.name.clone(), tmp });
         }
         return Ok(());
     }
     // Regular file.
-    if let Some(&leader) = ctx.hl_leader.get(&ndx) {
+    let leader = match (&e.hlink, ctx.opts.hard_links) {
+        (Some(key), true) => match self.leaders.get(key) {
+            Some(l) => Some(l.clone()),
+            None => {
+                self.leaders.insert(*key, e.name.clone());
+                None
+            }
+        },
+        _ => None,
+    };
+    if let Some(le) = leader {
         // A hard-link follower: linked to its leader at commit unless already linked.
-        let le = ctx.entry(leader).map(|l| l.name.clone()).unwrap_or_default();
         let already = match (local, cache.parent_of(&le).ok().and_then(|(d, b)| d.stat(b).ok().flatten())) {
             (Some(a), Some(b)) => a.kind == Kind::File && a.dev == b.dev && a.ino == b.ino,
             _ => false,
         };
         if !already {
             let mut it = item("hf+++++++++", e);
-            it.hardlink_to = Some(le);
+            it.hardlink_to = Some(le.clone());
             ctx.monitor.item(&it);
-            rep.links.push(ndx);
+            rep.links.push(Link { follower: e.name.clone(), leader: le });
         }
         return Ok(());
     }
@@ -480,10 +713,11 @@ fn one_entry(
         }
     }
     rep.requested.push(ndx);
-    if tx.blocking_send(GenOut::Request { ndx: ndx as i32, iflags, head, sums }).is_err() {
-        return Err(std::io::Error::other("transfer ended"));
+    if tx.blocking_send(GenOut::Request { ndx, iflags, head, sums }).is_err() {
+        return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "transfer ended"));
     }
     Ok(())
+}
 }
 
 /// Map the server's (id, name) pairs to local ids by name (`uidlist.c`):

@@ -14,8 +14,8 @@ pub mod monitor;
 pub mod pull;
 pub mod receiver;
 
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,9 +28,9 @@ use crate::proto::session::{ClientSession, Event, Negotiated, ServerStats, Sessi
 use crate::transport::{Connection, TransportError};
 
 use self::commit::{CommitReport, DeleteOpts};
-use self::generator::{Ctx, GenOut, GenReport, LocalOpts};
+use self::generator::{Ctx, GenCmd, GenOut, GenReport, LocalOpts};
 use self::monitor::Monitor;
-use self::receiver::{Receiver, RecvIn, RecvReport};
+use self::receiver::{FileResult, Outcome, Receiver, RecvIn, RecvReport};
 
 static SHUTDOWN: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> = std::sync::OnceLock::new();
 
@@ -118,14 +118,30 @@ impl SyncError {
     }
 }
 
+/// One list the generator and receiver are still working on (incremental recursion).
+#[derive(Debug)]
+struct Track {
+    start: i32,
+    len: i32,
+    generated: bool,
+    outstanding: usize,
+}
+
 /// Threads and queues of a running transfer.
 struct Running {
     ctx: Arc<Ctx>,
+    gen_cmd: mpsc::UnboundedSender<GenCmd>,
     recv_tx: Option<mpsc::Sender<RecvIn>>,
     recv_join: Option<tokio::task::JoinHandle<RecvReport>>,
     /// The receiver's report, when it stopped early and was already joined.
     recv_report: Option<RecvReport>,
     gen_reports: Vec<GenReport>,
+    /// Lists not yet finished, oldest first (incremental recursion).
+    tracks: VecDeque<Track>,
+    /// Files whose redo request is on its way (not yet counted again).
+    redo_pending: HashSet<i32>,
+    flist_eof: bool,
+    phase0_ended: bool,
     /// A temp DEST used for a dry run against a missing destination.
     scratch_dest: Option<PathBuf>,
 }
@@ -140,8 +156,17 @@ pub async fn run(
 ) -> Result<SyncReport, SyncError> {
     let mut session = ClientSession::new(cfg)?;
     conn.send(session.take_output());
-    let mut state = Loop { job, mon: mon.clone(), running: None, negotiated: None, report: SyncReport::default() };
     let (gen_tx, mut gen_rx) = mpsc::channel::<GenOut>(1024);
+    let (res_tx, mut res_rx) = mpsc::unbounded_channel::<FileResult>();
+    let mut state = Loop {
+        job,
+        mon: mon.clone(),
+        running: None,
+        negotiated: None,
+        report: SyncReport::default(),
+        gen_tx,
+        res_tx,
+    };
     let mut shutdown = shutdown_sender().subscribe();
     let mut handshake_done = false;
     let mut buf = vec![0u8; 256 * 1024];
@@ -161,18 +186,8 @@ pub async fn run(
                 _ = shutdown.changed() => {
                     return Err(SyncError::local("stopped by a signal", ExitCode::Signal));
                 }
-                g = gen_rx.recv() => {
-                    if let Some(g) = g {
-                        match g {
-                            GenOut::Request { ndx, iflags, head, sums } => session.request_file(ndx, iflags, head, &sums)?,
-                            GenOut::PhaseDone(rep) => {
-                                tracing::debug!(requested = rep.requested.len(), errors = rep.errors, "generator pass done");
-                                if let Some(r) = state.running.as_mut() { r.gen_reports.push(rep); }
-                                session.end_phase()?;
-                            }
-                        }
-                    }
-                }
+                Some(g) = gen_rx.recv() => state.on_gen(g, &mut session)?,
+                Some(r) = res_rx.recv() => state.on_result(r, &mut session)?,
                 r = conn.read(&mut buf) => {
                     let n = r?;
                     if n == 0 { session.handle_eof()?; } else { session.handle_input(&buf[..n])?; }
@@ -185,7 +200,7 @@ pub async fn run(
                     handshake_done = true;
                     conn.handshake_done();
                 }
-                if let Some(t) = state.handle(ev, &mut session, &gen_tx).await? {
+                if let Some(t) = state.handle(ev, &mut session).await? {
                     // The daemon's own timeout: keep the link alive well inside it.
                     let secs = (t / 2).max(1) as u64;
                     keepalive = tokio::time::interval(Duration::from_secs(secs));
@@ -221,16 +236,13 @@ struct Loop {
     running: Option<Running>,
     negotiated: Option<Negotiated>,
     report: SyncReport,
+    gen_tx: mpsc::Sender<GenOut>,
+    res_tx: mpsc::UnboundedSender<FileResult>,
 }
 
 impl Loop {
     /// Handle one event; returns a new idle timeout in seconds when the daemon set one.
-    async fn handle(
-        &mut self,
-        ev: Event,
-        session: &mut ClientSession,
-        gen_tx: &mpsc::Sender<GenOut>,
-    ) -> Result<Option<u32>, SyncError> {
+    async fn handle(&mut self, ev: Event, session: &mut ClientSession) -> Result<Option<u32>, SyncError> {
         match ev {
             Event::Text(t) => self.mon.text(&t),
             Event::ListingDone | Event::Finished => tracing::debug!("session finished"),
@@ -240,18 +252,31 @@ impl Loop {
             }
             Event::Message { kind, text } => self.mon.message(kind, &text),
             Event::IoTimeout(t) => return Ok(Some(t)),
-            Event::FileList(list) => self.on_list(list, session, gen_tx)?,
+            Event::FileList(list) => self.on_list(list, None, session)?,
+            Event::SubList { parent, list } => self.on_list(list, Some(parent), session)?,
+            Event::FlistEof => {
+                if let Some(run) = self.running.as_mut() {
+                    run.flist_eof = true;
+                }
+                self.check_lists(session)?;
+            }
+            Event::ListDone(start) => tracing::trace!(start, "sender freed a list"),
             Event::FileStart { ndx, head } => self.to_receiver(RecvIn::Start { ndx, head }).await?,
             Event::Token { token, .. } => self.to_receiver(RecvIn::Token(token)).await?,
             Event::FileEnd { checksum, .. } => self.to_receiver(RecvIn::End { checksum }).await?,
             Event::NoSend(ndx) => self.to_receiver(RecvIn::NoSend(ndx)).await?,
             Event::PhaseEnded(0) => {
                 tracing::debug!("phase 0 ended");
-                let Some(ctx) = self.running.as_ref().map(|r| r.ctx.clone()) else {
+                let Some(run) = self.running.as_ref() else {
                     // Listing only, or nothing to transfer: end the redo phase at once.
                     session.end_phase()?;
                     return Ok(None);
                 };
+                if run.ctx.inc {
+                    // With incremental recursion redo happened list by list in phase 0.
+                    session.end_phase()?;
+                    return Ok(None);
+                }
                 let (tx, rx) = oneshot::channel();
                 self.to_receiver(RecvIn::Barrier(tx)).await?;
                 let redo = match rx.await {
@@ -260,24 +285,96 @@ impl Loop {
                 };
                 if redo.is_empty() {
                     session.end_phase()?;
-                } else {
-                    let tx = gen_tx.clone();
-                    tokio::task::spawn_blocking(move || generator::run_redo(ctx, redo, tx));
+                } else if let Some(run) = self.running.as_ref() {
+                    let _ = run.gen_cmd.send(GenCmd::Redo(redo));
                 }
             }
             Event::PhaseEnded(p) => tracing::debug!(phase = p, "phase ended"),
-            // Incremental recursion is not offered by this engine yet.
-            Event::FlistEof | Event::ListDone(_) => {
-                return Err(SyncError::Session(SessionError::Violation(
-                    "incremental file lists that rmirror did not ask for".into(),
-                )))
-            }
             Event::Stats(s) => {
                 tracing::debug!(?s, "server stats");
                 self.report.server_stats = Some(s)
             }
         }
         Ok(None)
+    }
+
+    /// A message from the generator.
+    fn on_gen(&mut self, g: GenOut, session: &mut ClientSession) -> Result<(), SyncError> {
+        let Some(run) = self.running.as_mut() else { return Ok(()) };
+        match g {
+            GenOut::Request { ndx, iflags, head, sums } => {
+                session.request_file(ndx, iflags, head, &sums)?;
+                if run.ctx.inc && !run.redo_pending.remove(&ndx) {
+                    if let Some(t) = run.tracks.iter_mut().find(|t| ndx >= t.start && ndx < t.start + t.len) {
+                        t.outstanding += 1;
+                    }
+                }
+            }
+            GenOut::ListDone { ndx_start, report } => {
+                tracing::debug!(ndx_start, requested = report.requested.len(), errors = report.errors, "list generated");
+                run.gen_reports.push(report);
+                if run.ctx.inc {
+                    if let Some(t) = run.tracks.iter_mut().find(|t| t.start == ndx_start) {
+                        t.generated = true;
+                    }
+                    self.check_lists(session)?;
+                } else {
+                    session.end_phase()?;
+                }
+            }
+            GenOut::RedoDone(report) => {
+                let inc = run.ctx.inc;
+                run.gen_reports.push(report);
+                if !inc {
+                    session.end_phase()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A per-file result from the receiver (used for list completion).
+    fn on_result(&mut self, r: FileResult, session: &mut ClientSession) -> Result<(), SyncError> {
+        let Some(run) = self.running.as_mut() else { return Ok(()) };
+        if !run.ctx.inc {
+            return Ok(());
+        }
+        if r.outcome == Outcome::Redo {
+            // Re-requested at once; the list stays open until the retry ends.
+            run.redo_pending.insert(r.ndx);
+            let _ = run.gen_cmd.send(GenCmd::Redo(vec![r.ndx]));
+            return Ok(());
+        }
+        if let Some(t) = run.tracks.iter_mut().find(|t| r.ndx >= t.start && r.ndx < t.start + t.len) {
+            t.outstanding = t.outstanding.saturating_sub(1);
+        }
+        self.check_lists(session)
+    }
+
+    /// Incremental recursion: tell the sender about finished lists, oldest
+    /// first (generator.c check_for_finished_files); the last one ends phase 0.
+    fn check_lists(&mut self, session: &mut ClientSession) -> Result<(), SyncError> {
+        let Some(run) = self.running.as_mut() else { return Ok(()) };
+        if !run.ctx.inc {
+            return Ok(());
+        }
+        while let Some(front) = run.tracks.front() {
+            if !front.generated || front.outstanding > 0 || run.phase0_ended {
+                break;
+            }
+            if run.tracks.len() == 1 {
+                if !run.flist_eof {
+                    break;
+                }
+                session.end_phase()?;
+                run.phase0_ended = true;
+            } else {
+                session.end_list()?;
+            }
+            run.ctx.remove_list(front.start);
+            run.tracks.pop_front();
+        }
+        Ok(())
     }
 
     async fn to_receiver(&mut self, m: RecvIn) -> Result<(), SyncError> {
@@ -318,13 +415,15 @@ impl Loop {
     fn on_list(
         &mut self,
         list: FileList,
+        parent: Option<Vec<u8>>,
         session: &mut ClientSession,
-        gen_tx: &mpsc::Sender<GenOut>,
     ) -> Result<(), SyncError> {
-        tracing::debug!(entries = list.entries.len(), "file list received");
+        tracing::debug!(entries = list.entries.len(), ndx_start = list.ndx_start, "file list received");
         let list = Arc::new(list);
-        self.report.files_in_list = list.entries.iter().flatten().count() as u64;
-        self.report.list = Some(list.clone());
+        self.report.files_in_list += list.entries.iter().flatten().count() as u64;
+        if self.report.list.is_none() {
+            self.report.list = Some(list.clone());
+        }
         let Some(job) = self.job.clone() else {
             return Err(SyncError::Session(SessionError::Violation("file list in a module listing".into())));
         };
@@ -333,9 +432,28 @@ impl Loop {
             return Ok(()); // empty list: the server is about to exit
         }
         if job.list_only {
-            session.end_phase()?;
+            if !session.inc_recurse() {
+                session.end_phase()?;
+            }
             return Ok(());
         }
+        if self.running.is_none() {
+            self.start_transfer(&job, session.inc_recurse())?;
+        }
+        let Some(run) = self.running.as_mut() else { return Ok(()) };
+        run.ctx.add_list(list.clone());
+        run.tracks.push_back(Track {
+            start: list.ndx_start,
+            len: list.entries.len() as i32,
+            generated: false,
+            outstanding: 0,
+        });
+        let _ = run.gen_cmd.send(GenCmd::List { list, parent });
+        Ok(())
+    }
+
+    /// Open DEST and start the generator and receiver threads.
+    fn start_transfer(&mut self, job: &SyncJob, inc: bool) -> Result<(), SyncError> {
         let n = self.negotiated.ok_or_else(|| SyncError::local("file list before negotiation", ExitCode::Protocol))?;
         let mut scratch_dest = None;
         let dest = if job.local.dry_run && !job.dest.exists() {
@@ -346,36 +464,40 @@ impl Loop {
             dest::Dest::open(&job.dest, !job.local.dry_run)
         }
         .map_err(|e| SyncError::local(format!("cannot open destination {}: {e}", job.dest.display()), ExitCode::FileIo))?;
-        let ctx = Arc::new(Ctx {
-            hl_leader: if job.local.hard_links { generator::hard_link_leaders(&list) } else { Default::default() },
-            uid_map: if job.local.owner && !job.numeric_ids { generator::map_ids(&list.uid_names, false) } else { Default::default() },
-            gid_map: if job.local.group && !job.numeric_ids { generator::map_ids(&list.gid_names, true) } else { Default::default() },
-            list,
+        let ctx = Arc::new(Ctx::new(
             dest,
-            opts: job.local.clone(),
-            protocol: n.protocol,
-            sums: n.sums,
-            monitor: self.mon.clone(),
-            tmp_counter: AtomicU64::new(unique_nanos() & 0xFFFF),
-        });
+            job.local.clone(),
+            n.protocol,
+            n.sums,
+            self.mon.clone(),
+            inc,
+            job.scope.clone(),
+            job.numeric_ids,
+            unique_nanos() & 0xFFFF,
+        ));
         // Bounded in messages; a message carries at most one literal chunk (≤ 32 KiB
         // plain, ≤ 16 KiB compressed), so this caps queued data at a few MiB.
         let (recv_tx, recv_rx) = mpsc::channel::<RecvIn>(128);
-        let receiver = Receiver::new(ctx.clone(), n.compression)
+        let receiver = Receiver::new(ctx.clone(), n.compression, self.res_tx.clone())
             .map_err(|e| SyncError::local(format!("cannot start decompression: {e}"), ExitCode::Unsupported))?;
         let recv_join = tokio::task::spawn_blocking(move || receiver.run(recv_rx));
+        let (gen_cmd, gen_cmd_rx) = mpsc::unbounded_channel::<GenCmd>();
         let c2 = ctx.clone();
-        let tx = gen_tx.clone();
-        tokio::task::spawn_blocking(move || generator::run_pass0(c2, tx));
-        self.running =
-            Some(Running {
-                ctx,
-                recv_tx: Some(recv_tx),
-                recv_join: Some(recv_join),
-                recv_report: None,
-                gen_reports: vec![],
-                scratch_dest,
-            });
+        let tx = self.gen_tx.clone();
+        tokio::task::spawn_blocking(move || generator::run_generator(c2, gen_cmd_rx, tx));
+        self.running = Some(Running {
+            ctx,
+            gen_cmd,
+            recv_tx: Some(recv_tx),
+            recv_join: Some(recv_join),
+            recv_report: None,
+            gen_reports: vec![],
+            tracks: VecDeque::new(),
+            redo_pending: HashSet::new(),
+            flist_eof: false,
+            phase0_ended: false,
+            scratch_dest,
+        });
         Ok(())
     }
 
@@ -405,16 +527,19 @@ impl Loop {
         let io_error = session.io_error();
         let deletions_unsafe = io_error & IOERR_GENERAL != 0;
         let dry = job.local.dry_run;
-        let (commit, gen_errors, total_size) = tokio::task::spawn_blocking(move || {
+        let (commit, gen_errors, total, recv) = tokio::task::spawn_blocking(move || {
             let mut rep = CommitReport::default();
             let mut staged: Vec<_> = gen_reports.iter().flat_map(|g| g.staged.iter().cloned()).collect();
             staged.extend(recv.staged.iter().cloned());
-            let links: Vec<usize> = gen_reports.iter().flat_map(|g| g.links.iter().copied()).collect();
+            let links: Vec<_> = gen_reports.iter().flat_map(|g| g.links.iter().cloned()).collect();
+            let mut extraneous: Vec<Vec<u8>> =
+                gen_reports.iter().flat_map(|g| g.extraneous.iter().cloned()).collect();
+            let mut dirs: Vec<_> = gen_reports.iter().flat_map(|g| g.dirs.iter().cloned()).collect();
             let gen_errors: u64 = gen_reports.iter().map(|g| g.errors).sum();
-            let total_size: i64 = gen_reports.first().map(|g| g.total_size).unwrap_or(0);
+            let total: i64 = gen_reports.iter().map(|g| g.total_size).sum();
             if cancelled {
                 commit::discard(&ctx, &staged);
-                return (rep, gen_errors + recv.failed.len() as u64, (total_size, recv));
+                return (rep, gen_errors + recv.failed.len() as u64, total, recv);
             }
             if !dry {
                 commit::publish_filtered(&ctx, &mut staged, &mut rep, &job.late_publish, false);
@@ -431,9 +556,12 @@ impl Loop {
                     dry_run: dry,
                     ..job.delete.clone()
                 };
-                commit::delete_and_finish_dirs(&ctx, &job.filters, &job.scope, &d, &mut rep);
+                commit::delete_extraneous(&ctx, &job.filters, &mut extraneous, &d, &mut rep);
+                if !dry {
+                    commit::finish_dirs(&ctx, &mut dirs, &mut rep);
+                }
             }
-            (rep, gen_errors + recv.failed.len() as u64, (total_size, recv))
+            (rep, gen_errors + recv.failed.len() as u64, total, recv)
         })
         .await
         .map_err(|e| SyncError::local(format!("commit crashed: {e}"), ExitCode::FileIo))?;
@@ -441,7 +569,6 @@ impl Loop {
         if let Some(p) = run.scratch_dest.take() {
             let _ = std::fs::remove_dir_all(p);
         }
-        let (total, recv) = total_size;
         self.report.total_size = total;
         self.report.files_transferred = recv.files;
         self.report.literal_bytes = recv.literal_bytes;

@@ -52,6 +52,10 @@ pub struct PullSpec {
     pub files_from: Option<Vec<Vec<u8>>>,
     /// Recurse into directories (default true; with `files_from`, only when asked).
     pub recursive: bool,
+    /// Use incremental recursion when the server supports it (protocol ≥ 30):
+    /// the file list arrives per directory, so memory follows the directories
+    /// in flight and transfers start before the whole tree is listed.
+    pub inc_recurse: bool,
     /// Remote shell for `host:path` sources (`-e`/`--rsh`, default `ssh`).
     pub rsh: Option<String>,
     /// Program to run on the remote side (`--rsync-path`, default `rsync`).
@@ -89,6 +93,7 @@ impl PullSpec {
             filters: Arc::new(FilterList::new()),
             files_from: None,
             recursive: true,
+            inc_recurse: true,
             late_publish: Vec::new(),
             rsh: None,
             rsync_path: None,
@@ -140,7 +145,7 @@ impl PullSpec {
             filter_rules,
             filter_rules_old: self.filters.wire_rules(28, false).map_err(|e| e.to_string()),
             files_from: self.files_from.clone(),
-            inc_recurse: false,
+            inc_recurse: self.inc_recurse,
         };
         let cfg = SessionConfig {
             mode: if self.source.shell { Mode::RemoteShell } else { Mode::Daemon },

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::checksum::{FileHasher, SumHead};
 use crate::engine::dest::{self, DirCache, DirHandle};
 use crate::engine::generator::{Ctx, Staged};
+use crate::proto::flist::FileEntry;
 use crate::engine::monitor::Progress;
 use crate::proto::session::Token;
 use crate::proto::token::{Compression, TokenInflater};
@@ -28,7 +29,25 @@ pub enum RecvIn {
     End { checksum: Vec<u8> },
     NoSend(i32),
     /// Reply with the files that failed since the last barrier.
-    Barrier(oneshot::Sender<Vec<usize>>),
+    Barrier(oneshot::Sender<Vec<i32>>),
+}
+
+/// What became of one requested file (for per-list completion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Verified and staged.
+    Staged,
+    /// Verification failed once: it will be requested again.
+    Redo,
+    /// Failed for good, or not sent by the server.
+    Failed,
+}
+
+/// A per-file result, sent as each file ends.
+#[derive(Debug, Clone, Copy)]
+pub struct FileResult {
+    pub ndx: i32,
+    pub outcome: Outcome,
 }
 
 /// What the receiver leaves for the commit step.
@@ -36,9 +55,9 @@ pub enum RecvIn {
 pub struct RecvReport {
     pub staged: Vec<Staged>,
     /// Files that failed verification twice, or could not be written.
-    pub failed: Vec<usize>,
+    pub failed: Vec<i32>,
     /// Files the sender could not send.
-    pub not_sent: Vec<usize>,
+    pub not_sent: Vec<i32>,
     pub bytes_written: u64,
     pub literal_bytes: u64,
     pub matched_bytes: u64,
@@ -48,7 +67,8 @@ pub struct RecvReport {
 }
 
 struct Current {
-    ndx: usize,
+    ndx: i32,
+    entry: FileEntry,
     head: SumHead,
     dir: DirHandle,
     tmp: Vec<u8>,
@@ -66,9 +86,11 @@ pub struct Receiver {
     inflater: Option<TokenInflater>,
     cur: Option<Current>,
     /// Files that failed verification once (pending redo).
-    pending_redo: Vec<usize>,
+    pending_redo: Vec<i32>,
     /// Files already retried once.
-    retried: std::collections::HashSet<usize>,
+    retried: std::collections::HashSet<i32>,
+    /// Where per-file results go.
+    results: mpsc::UnboundedSender<FileResult>,
     rep: RecvReport,
     scratch: Vec<u8>,
     block: Vec<u8>,
@@ -76,7 +98,11 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn new(ctx: Arc<Ctx>, compression: Compression) -> Result<Self, String> {
+    pub fn new(
+        ctx: Arc<Ctx>,
+        compression: Compression,
+        results: mpsc::UnboundedSender<FileResult>,
+    ) -> Result<Self, String> {
         let inflater = match compression {
             Compression::None => None,
             c => Some(TokenInflater::new(c, ctx.protocol)?),
@@ -89,6 +115,7 @@ impl Receiver {
             cur: None,
             pending_redo: vec![],
             retried: Default::default(),
+            results,
             rep: RecvReport::default(),
             scratch: Vec::new(),
             block: Vec::new(),
@@ -114,25 +141,15 @@ impl Receiver {
         self.rep
     }
 
-    /// Remove every staged temp (used when the run is abandoned).
-    pub fn discard(rep: &RecvReport, ctx: &Ctx) {
-        let mut cache = DirCache::new(ctx.dest.clone());
-        for s in &rep.staged {
-            if let Some(e) = ctx.entry(s.ndx) {
-                if let Ok((d, _)) = cache.parent_of(&e.name) {
-                    let _ = d.unlink(&s.tmp);
-                }
-            }
-        }
-    }
-
     fn handle(&mut self, m: RecvIn) -> Result<(), String> {
         match m {
             RecvIn::Start { ndx, head } => self.start(ndx, head),
             RecvIn::Token(t) => self.token(t),
             RecvIn::End { checksum } => self.end(&checksum),
             RecvIn::NoSend(ndx) => {
-                self.rep.not_sent.push(ndx as usize);
+                self.rep.not_sent.push(ndx);
+                self.pending_redo.retain(|&n| n != ndx);
+                let _ = self.results.send(FileResult { ndx, outcome: Outcome::Failed });
                 Ok(())
             }
             RecvIn::Barrier(reply) => {
@@ -146,8 +163,9 @@ impl Receiver {
         if self.cur.is_some() {
             return Err("file started before the previous one ended".into());
         }
-        let ndx = ndx as usize;
-        let e = self.ctx.entry(ndx).ok_or_else(|| format!("server sent data for unknown index {ndx}"))?;
+        let e = self.ctx.entry_at(ndx).ok_or_else(|| format!("server sent data for unknown index {ndx}"))?;
+        // A redo of a file that failed once is under way.
+        self.pending_redo.retain(|&n| n != ndx);
         if let Some(inf) = self.inflater.as_mut() {
             inf.start_file();
         }
@@ -193,7 +211,7 @@ impl Receiver {
                 (self.ctx.dest.root().clone(), Vec::new(), None, None)
             }
         };
-        self.cur = Some(Current { ndx, head, dir, tmp, out, basis, hasher, broken, written: 0 });
+        self.cur = Some(Current { ndx, entry: e, head, dir, tmp, out, basis, hasher, broken, written: 0 });
         Ok(())
     }
 
@@ -257,8 +275,10 @@ impl Receiver {
             inf.end_file()?;
         }
         let mut d = [0u8; 64];
-        let n = cur.hasher.finish(&mut d);
+        let hasher = std::mem::replace(&mut cur.hasher, FileHasher::new(&self.ctx.sums));
+        let n = hasher.finish(&mut d);
         let ok_sum = &d[..n] == checksum;
+        let ndx = cur.ndx;
         let flushed = match cur.out.take() {
             Some(w) => match w.into_inner() {
                 Ok(f) => Some(f),
@@ -272,58 +292,59 @@ impl Receiver {
         self.progress.files_done += 1;
         self.progress.bytes_received += cur.written;
         self.ctx.monitor.progress(&self.progress);
+        let outcome = self.conclude(cur, ok_sum, flushed);
+        let _ = self.results.send(FileResult { ndx, outcome });
+        Ok(())
+    }
+
+    /// Decide the fate of a finished file: staged, redo, or failed.
+    fn conclude(&mut self, mut cur: Current, ok_sum: bool, flushed: Option<std::fs::File>) -> Outcome {
+        let e = cur.entry.clone();
+        let name = crate::text::escape_name(&e.name);
         if let Some(why) = cur.broken.take() {
             let _ = cur.dir.unlink(&cur.tmp);
-            let name = self.ctx.entry(cur.ndx).map(|e| e.name.clone()).unwrap_or_default();
-            self.ctx.monitor.local_error(&format!("{}: {}", crate::text::escape_name(&name), why));
-            if !ok_sum && !self.retried.contains(&cur.ndx) {
-                self.retried.insert(cur.ndx);
+            self.ctx.monitor.local_error(&format!("{name}: {why}"));
+            if !ok_sum && self.retried.insert(cur.ndx) {
                 self.pending_redo.push(cur.ndx);
-            } else {
-                self.rep.failed.push(cur.ndx);
+                return Outcome::Redo;
             }
-            return Ok(());
+            self.rep.failed.push(cur.ndx);
+            return Outcome::Failed;
         }
         if !ok_sum {
             let _ = cur.dir.unlink(&cur.tmp);
             if self.retried.insert(cur.ndx) {
                 self.pending_redo.push(cur.ndx);
-            } else {
-                let name = self.ctx.entry(cur.ndx).map(|e| e.name.clone()).unwrap_or_default();
-                self.ctx.monitor.local_error(&format!(
-                    "{}: failed verification -- update discarded",
-                    crate::text::escape_name(&name)
-                ));
-                self.rep.failed.push(cur.ndx);
+                return Outcome::Redo;
             }
-            return Ok(());
+            self.ctx.monitor.local_error(&format!("{name}: failed verification -- update discarded"));
+            self.rep.failed.push(cur.ndx);
+            return Outcome::Failed;
         }
-        let Some(f) = flushed else { return Ok(()) };
-        let e = self.ctx.entry(cur.ndx).ok_or("vanished entry")?;
+        let Some(f) = flushed else {
+            self.rep.failed.push(cur.ndx);
+            return Outcome::Failed;
+        };
         let mode = if self.ctx.opts.perms { Some(e.mode & 0o7777) } else { Some(0o644) };
         let mtime = if self.ctx.opts.times { Some((e.mtime, e.mtime_nsec)) } else { None };
         let mut attr_ok = crate::engine::dest::set_file_attrs(&f, mode, mtime);
         if attr_ok.is_ok() && self.ctx.opts.am_root && (self.ctx.opts.owner || self.ctx.opts.group) {
-            let uid = self.ctx.owner_of(e);
-            let gid = self.ctx.group_of(e);
-            attr_ok = rustix::fs::fchown(
-                &f,
-                uid.map(|u| rustix::fs::Uid::from_raw(u)),
-                gid.map(|g| rustix::fs::Gid::from_raw(g)),
-            )
-            .map_err(std::io::Error::from);
+            let uid = self.ctx.owner_of(&e);
+            let gid = self.ctx.group_of(&e);
+            attr_ok = rustix::fs::fchown(&f, uid.map(rustix::fs::Uid::from_raw), gid.map(rustix::fs::Gid::from_raw))
+                .map_err(std::io::Error::from);
         }
         if let Err(err) = attr_ok {
             let _ = cur.dir.unlink(&cur.tmp);
-            self.ctx.monitor.local_error(&format!("{}: {}", crate::text::escape_name(&e.name), err));
+            self.ctx.monitor.local_error(&format!("{name}: {err}"));
             self.rep.failed.push(cur.ndx);
-            return Ok(());
+            return Outcome::Failed;
         }
         self.rep.files += 1;
         self.rep.bytes_written += cur.written;
         self.ctx.monitor.file_done(&e.name, cur.written);
-        self.rep.staged.push(Staged { ndx: cur.ndx, tmp: cur.tmp });
-        Ok(())
+        self.rep.staged.push(Staged { ndx: cur.ndx, name: e.name, tmp: cur.tmp });
+        Outcome::Staged
     }
 }
 

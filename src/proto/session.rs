@@ -123,6 +123,9 @@ pub enum Event {
     /// recursion the first list or a directory's sub-list. An empty first list
     /// (non-incremental) means the server will exit.
     FileList(FileList),
+    /// Incremental recursion: the sub-list of directory `parent` (its complete
+    /// contents, when the directory is a content directory).
+    SubList { parent: Vec<u8>, list: FileList },
     /// Incremental recursion: no more sub-lists will come.
     FlistEof,
     /// Incremental recursion: the sender echoed our NDX_DONE for the oldest
@@ -297,6 +300,8 @@ pub struct ClientSession {
     flist_eof: bool,
     /// Per-list NDX_DONEs we sent (incremental recursion).
     list_dones_sent: u32,
+    /// The directory whose sub-list is being decoded.
+    sublist_parent: Option<Vec<u8>>,
 }
 
 impl ClientSession {
@@ -347,6 +352,7 @@ impl ClientSession {
             alive: VecDeque::new(),
             flist_eof: false,
             list_dones_sent: 0,
+            sublist_parent: None,
         };
         match s.cfg.mode {
             Mode::Daemon => {
@@ -938,7 +944,10 @@ impl ClientSession {
                     } else {
                         self.rx = Rx::Items;
                     }
-                    self.events.push_back(Event::FileList(list));
+                    match self.sublist_parent.take() {
+                        Some(parent) => self.events.push_back(Event::SubList { parent, list }),
+                        None => self.events.push_back(Event::FileList(list)),
+                    }
                 }
                 Ok(true)
             }
@@ -1074,6 +1083,7 @@ impl ClientSession {
             if let Some(f) = self.flist.as_mut() {
                 f.begin_list(start, Some(&name));
             }
+            self.sublist_parent = Some(name);
             self.rx = Rx::Flist;
             return Ok(true);
         }

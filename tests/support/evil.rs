@@ -716,11 +716,12 @@ impl ClientOpts {
         o
     }
 
-    /// Compat flags a 3.5 server answers for these capability letters.
+    /// Compat flags a 3.5 server answers for these capability letters. The
+    /// scripted server sends one complete file list, so it never grants
+    /// incremental recursion (`i`), as a daemon with it disabled would not.
     pub fn honest_compat(&self) -> i32 {
         let mut f = CF_SYMLINK_TIMES;
         for (ch, bit) in [
-            ('i', CF_INC_RECURSE),
             ('f', CF_SAFE_FLIST),
             ('x', CF_AVOID_XATTR_OPTIM),
             ('C', CF_CHKSUM_SEED_FIX),
