@@ -281,9 +281,7 @@ fn startup_rule_full_sync_max_run_time_and_quiet() {
     let dest = work.join("CPAN");
     std::fs::write(
         work.join("iim.conf"),
-        format!(
-            "local CPAN\nremote 127.0.0.1::pub\n+/RECENT.recent\nsleep_main_loop 1\nallow_full_syncs 0\nfull_sync_interval 7d+24h\ntimeout 20\nscoreboard_file sb.json\nscoreboard_file sb.php\n"
-        ),
+        "local CPAN\nremote 127.0.0.1::pub\n+/RECENT.recent\nsleep_main_loop 1\nallow_full_syncs 0\nfull_sync_interval 7d+24h\ntimeout 20\nscoreboard_file sb.json\nscoreboard_file sb.php\n",
     )
     .unwrap();
     // the daemon's port on the command line: --entry value overrides the file
