@@ -5,6 +5,7 @@ pub use crate::remote as url;
 
 mod iim;
 mod probe;
+pub mod progress;
 mod run;
 mod status;
 
@@ -78,6 +79,9 @@ pub enum Cmd {
         conn: ConnArgs,
         #[command(flatten)]
         xfer: XferArgs,
+        /// Print one JSON document at the end (counts, bytes, exit; changes with -i). See docs/json.md.
+        #[arg(long)]
+        json: bool,
     },
     /// Show what a sync would change, one itemized line per path; exit 0 if identical, 1 if not.
     #[command(after_help = "Example:\n  rmirror compare --json rsync://localhost/pub/ /srv/mirror/pub/")]
@@ -338,9 +342,9 @@ async fn shutdown_signal(hup_stops: bool) -> &'static str {
 async fn run(cli: Cli, sub: Option<ArgMatches>) -> Result<ExitCode, CliError> {
     match cli.cmd {
         Cmd::Ls { url, conn } => cmd_ls(&url, &conn).await,
-        Cmd::Sync { src, dest, conn, xfer } => {
+        Cmd::Sync { src, dest, conn, xfer, json } => {
             let m = sub.ok_or_else(|| CliError::syntax("internal: no sub-matches"))?;
-            cmd_sync(&src, dest, &conn, &xfer, &m, Mode::Sync).await
+            cmd_sync(&src, dest, &conn, &xfer, &m, if json { Mode::SyncJson } else { Mode::Sync }).await
         }
         Cmd::Compare { src, dest, conn, xfer, json } => {
             let m = sub.ok_or_else(|| CliError::syntax("internal: no sub-matches"))?;
@@ -357,8 +361,16 @@ async fn run(cli: Cli, sub: Option<ArgMatches>) -> Result<ExitCode, CliError> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Sync,
+    /// `sync --json`.
+    SyncJson,
     Compare,
     CompareJson,
+}
+
+impl Mode {
+    fn syncs(self) -> bool {
+        matches!(self, Mode::Sync | Mode::SyncJson)
+    }
 }
 
 fn password(conn: &ConnArgs) -> Result<Option<Vec<u8>>, CliError> {
@@ -414,19 +426,33 @@ struct Printer {
     verbose: u8,
     /// `--progress`: one line per received file with its size and the running totals.
     progress: Option<Mutex<(u64, u64, std::time::Instant)>>,
+    /// The terminal progress bar (stderr is a TTY, no -q); output goes around it.
+    bar: Option<progress::Bar>,
+}
+
+impl Printer {
+    /// Print with the bar (if any) taken off the screen.
+    fn out(&self, f: impl FnOnce()) {
+        match &self.bar {
+            Some(b) => b.suspend(f),
+            None => f(),
+        }
+    }
 }
 
 impl Monitor for Printer {
     fn text(&self, line: &[u8]) {
         if !self.quiet {
-            let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{}", escape_bytes(line, false));
+            self.out(|| {
+                let mut o = std::io::stdout().lock();
+                let _ = writeln!(o, "{}", escape_bytes(line, false));
+            });
         }
     }
     fn message(&self, kind: MsgKind, text: &[u8]) {
         let t = escape_bytes(text, true);
         let t = t.trim_end_matches('\n');
-        match kind {
+        self.out(|| match kind {
             MsgKind::Info => {
                 if !self.quiet {
                     say!("{t}");
@@ -434,28 +460,41 @@ impl Monitor for Printer {
             }
             MsgKind::Warning => warn!("{t}"),
             MsgKind::Error | MsgKind::ErrorXfer => warn!("{t}"),
-        }
+        });
     }
     fn local_error(&self, text: &str) {
-        warn!("rmirror: {text}");
+        self.out(|| warn!("rmirror: {text}"));
+    }
+    fn progress(&self, p: &crate::engine::monitor::Progress) {
+        if let Some(b) = &self.bar {
+            b.progress(p);
+        }
     }
     fn file_done(&self, name: &[u8], bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.file_done(name, bytes);
+        }
         let Some(p) = &self.progress else { return };
         let Ok(mut g) = p.lock() else { return };
         g.0 += 1;
         g.1 += bytes;
         let secs = g.2.elapsed().as_secs_f64().max(0.001);
-        say!(
-            "{}\n{:>15} 100% {:>10.2}MB/s  (xfr#{}, total {})",
-            crate::text::escape_name(name),
-            group_digits(bytes as i64),
-            g.1 as f64 / secs / 1e6,
-            g.0,
-            group_digits(g.1 as i64)
-        );
+        self.out(|| {
+            say!(
+                "{}\n{:>15} 100% {:>10.2}MB/s  (xfr#{}, total {})",
+                crate::text::escape_name(name),
+                group_digits(bytes as i64),
+                g.1 as f64 / secs / 1e6,
+                g.0,
+                group_digits(g.1 as i64)
+            )
+        });
     }
     fn item(&self, item: &Item) {
         self.items.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.item(item);
+        }
         if let Some(c) = &self.collect {
             if let Ok(mut v) = c.lock() {
                 v.push(item.clone());
@@ -463,7 +502,7 @@ impl Monitor for Printer {
             return;
         }
         if self.itemize {
-            say!("{}", item.line());
+            self.out(|| say!("{}", item.line()));
         } else if self.verbose > 0 && !self.quiet {
             let mut s = crate::text::escape_name(&item.name);
             if item.is_dir {
@@ -472,7 +511,7 @@ impl Monitor for Printer {
             if item.code == "*deleting" {
                 s = format!("deleting {s}");
             }
-            say!("{s}");
+            self.out(|| say!("{s}"));
         }
     }
 }
@@ -494,7 +533,7 @@ async fn cmd_ls(u: &str, conn: &ConnArgs) -> Result<ExitCode, CliError> {
         opts,
     };
     let mon: Arc<dyn Monitor> =
-        Arc::new(Printer { items: Default::default(), quiet: conn.quiet, itemize: false, collect: None, verbose: 0, progress: None });
+        Arc::new(Printer { items: Default::default(), quiet: conn.quiet, itemize: false, collect: None, verbose: 0, progress: None, bar: None });
     let job = (!listing).then(|| SyncJob {
         dest: PathBuf::new(),
         local: local_opts(&XferArgs::default_for_ls(), true),
@@ -701,14 +740,14 @@ async fn cmd_sync(
         }
         None => None,
     };
-    let dry = x.dry_run || mode != Mode::Sync;
+    let dry = x.dry_run || !mode.syncs();
     let mut ps = PullSpec::new(spec, dest.clone());
     ps.port = conn.port;
     ps.protocol = conn.protocol;
     ps.password = password(conn)?;
     ps.timeout = conn.timeout.filter(|&t| t > 0).map(Duration::from_secs);
     ps.contimeout = conn.contimeout.map(Duration::from_secs);
-    ps.delete = x.delete || mode != Mode::Sync;
+    ps.delete = x.delete || !mode.syncs();
     ps.max_delete = x.max_delete;
     ps.dry_run = dry;
     ps.checksum = x.checksum;
@@ -727,25 +766,35 @@ async fn cmd_sync(
     ps.inc_recurse = !x.no_inc_recursive;
     ps.rsync_path = x.rsync_path.clone();
     ps.files_from = files_from;
-    let collect = (mode == Mode::CompareJson).then(|| Mutex::new(Vec::new()));
+    let json = matches!(mode, Mode::CompareJson | Mode::SyncJson);
+    let collect = json.then(|| Mutex::new(Vec::new()));
+    let bar_kind = if mode.syncs() && !x.dry_run { progress::BarKind::Transfer } else { progress::BarKind::Compare };
     let printer = Arc::new(Printer {
         items: Default::default(),
-        quiet: conn.quiet || mode == Mode::CompareJson,
+        quiet: conn.quiet || json,
         itemize: x.itemize_changes || mode == Mode::Compare,
         collect,
         verbose: conn.verbose,
         progress: (x.progress && !conn.quiet && mode == Mode::Sync).then(|| Mutex::new((0, 0, std::time::Instant::now()))),
+        bar: progress::Bar::for_terminal(bar_kind, conn.quiet),
     });
     let mon: Arc<dyn Monitor> = printer.clone();
-    let rep = crate::engine::pull::pull(&ps, mon)
-        .await
-        .map_err(|e| CliError { msg: e.to_string(), code: e.exit_code() })?;
+    let started = std::time::Instant::now();
+    let rep = crate::engine::pull::pull(&ps, mon).await;
+    if let Some(b) = &printer.bar {
+        b.finish();
+    }
+    if mode == Mode::SyncJson {
+        let items = printer.collect.as_ref().and_then(|c| c.lock().ok().map(|v| v.clone())).unwrap_or_default();
+        say!("{}", sync_json(src, &dest, x, rep.as_ref(), &items, started.elapsed()));
+    }
+    let rep = rep.map_err(|e| CliError { msg: e.to_string(), code: e.exit_code() })?;
     if x.stats && mode == Mode::Sync {
-        print_stats(&rep);
+        say!("{}", progress::stats_text(&rep, started.elapsed()).trim_end_matches('\n'));
     }
     let code = rep.exit_code();
     match mode {
-        Mode::Sync => Ok(code),
+        Mode::Sync | Mode::SyncJson => Ok(code),
         Mode::Compare | Mode::CompareJson => {
             let items: Vec<Item> = printer.collect.as_ref().and_then(|c| c.lock().ok().map(|v| v.clone())).unwrap_or_default();
             let differ = printer.items.load(std::sync::atomic::Ordering::Relaxed) > 0;
@@ -773,17 +822,58 @@ async fn cmd_sync(
     }
 }
 
-fn print_stats(r: &SyncReport) {
-    say!("");
-    say!("Number of files: {}", group_digits(r.files_in_list as i64));
-    say!("Number of regular files transferred: {}", group_digits(r.files_transferred as i64));
-    say!("Number of deleted files: {}", group_digits(r.deleted as i64));
-    say!("Total file size: {} bytes", group_digits(r.total_size));
-    say!("Literal data: {} bytes", group_digits(r.literal_bytes as i64));
-    say!("Matched data: {} bytes", group_digits(r.matched_bytes as i64));
-    say!("Total bytes sent: {}", group_digits(r.bytes_written as i64));
-    say!("Total bytes received: {}", group_digits(r.bytes_read as i64));
-    if let Some(s) = r.server_stats {
-        say!("Server reports: read {} written {} total size {}", s.server_read, s.server_written, s.total_size);
+/// The `sync --json` document (schema in docs/json.md).
+fn sync_json(
+    src: &str,
+    dest: &std::path::Path,
+    x: &XferArgs,
+    rep: Result<&SyncReport, &crate::engine::SyncError>,
+    items: &[Item],
+    elapsed: Duration,
+) -> String {
+    let (exit, error, stats) = match rep {
+        Ok(r) => (
+            r.exit_code().code(),
+            None,
+            Some(serde_json::json!({
+                "files_in_list": r.files_in_list,
+                "files_transferred": r.files_transferred,
+                "deleted": r.deleted,
+                "total_size": r.total_size,
+                "literal_bytes": r.literal_bytes,
+                "matched_bytes": r.matched_bytes,
+                "bytes_sent": r.bytes_written,
+                "bytes_received": r.bytes_read,
+                "published": r.published,
+                "local_errors": r.local_errors,
+            })),
+        ),
+        Err(e) => (e.exit_code().code(), Some(e.to_string()), None),
+    };
+    let mut doc = serde_json::json!({
+        "source": src,
+        "dest": dest.display().to_string(),
+        "dry_run": x.dry_run,
+        "exit": exit,
+        "error": error,
+        "protocol": rep.ok().map(|r| r.protocol),
+        "elapsed_secs": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        "stats": stats,
+    });
+    if x.itemize_changes {
+        doc["changes"] = serde_json::Value::Array(
+            items
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "code": i.code, "path": String::from_utf8_lossy(&i.name), "is_dir": i.is_dir, "line": i.line(),
+                        "link_target": i.link_target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+                        "hardlink_to": i.hardlink_to.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+                    })
+                })
+                .collect(),
+        );
     }
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
+
