@@ -10,6 +10,7 @@ pub mod exit;
 pub mod filter;
 #[doc(hidden)] pub mod fuzzing;
 pub mod iim;
+pub mod metrics;
 pub mod plan;
 pub mod proto;
 pub mod remote;

@@ -52,6 +52,9 @@ pub struct WatchArgs {
     /// With --once: print one JSON document with the pass reports.
     #[arg(long)]
     pub json: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; a bare port binds loopback).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 /// `6h`, `1d`, `1W`, `90` (seconds), `90s`.
@@ -80,6 +83,31 @@ struct CliLogger {
     quiet: bool,
     verbose: u8,
     json: bool,
+    /// `--metrics`: every pass and failure is recorded here.
+    metrics: Option<Arc<crate::metrics::Registry>>,
+}
+
+/// Record a pass for `/metrics`: counts, duration, and the epochs that drive
+/// the lag and the stuck alarm.
+fn record_pass(reg: &crate::metrics::Registry, r: &PassReport) {
+    reg.job_finished(
+        &r.tree,
+        &crate::metrics::RunSample {
+            result: "ok".into(),
+            exit: 0,
+            end: crate::metrics::now(),
+            duration: r.seconds,
+            files: r.fetched,
+            bytes: r.bytes_received,
+            deleted: r.deleted,
+        },
+    );
+    let (up, ap) = (r.upstream_newest.as_ref().map(|e| e.as_f64_lossy()), r.applied.as_ref().map(|e| e.as_f64_lossy()));
+    if up.is_some() || ap.is_some() {
+        reg.observe_epochs(&r.tree, up, ap);
+    } else {
+        reg.set_lag(&r.tree, Some(r.lag_secs));
+    }
 }
 
 fn stamp() -> String {
@@ -90,6 +118,13 @@ fn stamp() -> String {
 
 impl WatchLogger for CliLogger {
     fn log(&self, level: Level, tree: &str, msg: &str) {
+        if let (Level::Error, Some(m)) = (level, &self.metrics) {
+            // A failed pass (plan::watch logs nothing else at this level); the
+            // logger is not told its exit code.
+            let end = crate::metrics::now();
+            let sample = crate::metrics::RunSample { result: "failed".into(), exit: crate::metrics::UNKNOWN_EXIT, end, ..Default::default() };
+            m.job_finished(tree, &sample);
+        }
         let show = match level {
             Level::Error => true,
             Level::Warn => !self.quiet,
@@ -108,6 +143,9 @@ impl WatchLogger for CliLogger {
         let _ = writeln!(e, "{} rmirror watch [{tree}] {lvl}{msg}", stamp());
     }
     fn pass(&self, r: &PassReport) {
+        if let Some(m) = &self.metrics {
+            record_pass(m, r);
+        }
         if self.quiet || self.json {
             return;
         }
@@ -161,10 +199,29 @@ pub(super) async fn cmd_watch(src: &str, dest: PathBuf, conn: &ConnArgs, w: &Wat
     if w.json && !w.once {
         return Err(CliError::syntax("--json needs --once"));
     }
-    let log = Arc::new(CliLogger { quiet: conn.quiet, verbose: conn.verbose, json: w.json });
-    let summary = plan::watch(&cfg, log, plan::StopSignal::never())
-        .await
-        .map_err(|e| CliError { msg: e.to_string(), code: e.exit_code() })?;
+    let metrics = match &w.metrics {
+        Some(a) => {
+            let addr = crate::metrics::parse_addr(a).map_err(CliError::syntax)?;
+            let reg = crate::metrics::Registry::new();
+            for t in &cfg.trees {
+                reg.register(&t.label());
+            }
+            let (bound, task) = crate::metrics::listen(addr, reg.clone())
+                .await
+                .map_err(|e| CliError { msg: format!("cannot serve metrics on {addr}: {e}"), code: ExitCode::SocketIo })?;
+            if !conn.quiet && !w.json {
+                eprintln!("{} rmirror watch: serving metrics on http://{bound}/metrics", stamp());
+            }
+            Some((reg, task))
+        }
+        None => None,
+    };
+    let log = Arc::new(CliLogger { quiet: conn.quiet, verbose: conn.verbose, json: w.json, metrics: metrics.as_ref().map(|m| m.0.clone()) });
+    let summary = plan::watch(&cfg, log, plan::StopSignal::never()).await;
+    if let Some((_, task)) = metrics {
+        task.abort();
+    }
+    let summary = summary.map_err(|e| CliError { msg: e.to_string(), code: e.exit_code() })?;
     if w.json {
         let doc = serde_json::json!({
             "source": src,

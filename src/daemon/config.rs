@@ -8,6 +8,7 @@
 //! # status_file = "/var/lib/rmirror/status.json"
 //! # reload_poll = "5s"             # check the file for changes (0: only on SIGHUP)
 //! # max_age = "1d5m"               # default freshness limit for upstreams
+//! # metrics = "127.0.0.1:9464"     # serve Prometheus /metrics here (off by default; a bare port binds loopback)
 //!
 //! [[job]]
 //! name = "ius"
@@ -142,6 +143,8 @@ pub struct Config {
     /// How often the file is checked for changes while running (0: never).
     pub reload_poll: Duration,
     pub jobs: Vec<Arc<JobConfig>>,
+    /// Where to serve `/metrics` (none: not served).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -165,7 +168,7 @@ pub const DEFAULT_MAX_PARALLEL: usize = 6;
 /// One day plus five minutes (Mirror::YAML's default).
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(86400 + 300);
 
-const GLOBAL_KEYS: &[&str] = &["max_parallel", "state_dir", "status_file", "reload_poll", "max_age", "job"];
+const GLOBAL_KEYS: &[&str] = &["max_parallel", "state_dir", "status_file", "reload_poll", "max_age", "metrics", "job"];
 const JOB_KEYS: &[&str] = &[
     "name", "destination", "upstream", "upstreams", "discover", "strategy", "marker", "marker_format",
     "freshness", "max_age", "interval", "min_wait_ok", "min_wait_fail", "random_delay", "filter",
@@ -353,6 +356,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
     let mut status_file = None;
     let mut reload_poll = Duration::from_secs(5);
     let mut global_max_age = DEFAULT_MAX_AGE;
+    let mut metrics = None;
     for (k, v) in &top {
         match k.get_ref().as_str() {
             "max_parallel" => {
@@ -382,6 +386,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
             "max_age" => {
                 if let Some(d) = cx.duration(k, v) {
                     global_max_age = d;
+                }
+            }
+            "metrics" => {
+                if let Some(s) = cx.string(k, v) {
+                    match crate::metrics::parse_addr(&s) {
+                        Ok(a) => metrics = Some(a),
+                        Err(e) => cx.err(k.span(), "metrics", e),
+                    }
                 }
             }
             "job" => {
@@ -662,6 +674,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
         status_file,
         reload_poll,
         jobs: out_jobs,
+        metrics,
     })
 }
 

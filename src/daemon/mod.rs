@@ -9,9 +9,11 @@
 //! * [`probe`] — freshness signals, ranking, mirror-list discovery.
 //! * [`lock`], [`status`] — destination locks and the status file.
 //! * [`runner`] — the scheduler.
+//! * [`scoreboard`] — `status.html` beside the status file.
 pub mod config;
 pub mod lock;
 pub mod probe;
 pub mod runner;
+pub mod scoreboard;
 pub mod status;
 pub mod strategy;

@@ -134,6 +134,8 @@ fn random_upto(d: Duration) -> Duration {
 pub struct Paths {
     pub lock_dir: PathBuf,
     pub staging: PathBuf,
+    /// The process's monitoring figures (`/metrics`, `status.html`).
+    pub metrics: Arc<crate::metrics::Registry>,
 }
 
 /// Upstreams to try, best first, with the marker already fetched where the
@@ -173,14 +175,7 @@ async fn choose_upstreams(job: &JobConfig, paths: &Paths, password: Option<Vec<u
         cands = probe::probe_all(&job.upstreams, &signal, &paths.staging, &opts).await;
     }
     // The local copy's own signal: never go back in time.
-    let local_ts = {
-        let p = job.destination.join(&signal);
-        std::fs::read(&p).ok().and_then(|data| {
-            let mtime = std::fs::metadata(&p).ok()?.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_secs();
-            let name = signal.rsplit('/').next().unwrap_or(&signal);
-            probe::parse_signal(probe::SignalKind::for_path(&signal), name, &data, Some(mtime)).ok()?.timestamp
-        })
-    };
+    let local_ts = local_signal_ts(job, &signal);
     let single = cands.len() == 1;
     for c in cands.iter_mut() {
         // With one upstream there is nothing fresher to prefer: the age limit
@@ -197,6 +192,8 @@ async fn choose_upstreams(job: &JobConfig, paths: &Paths, password: Option<Vec<u
         }
     }
     probe::rank(&mut cands);
+    let best = cands.iter().filter(|c| c.status == Status::Fresh).filter_map(|c| c.timestamp).max();
+    paths.metrics.update(&job.name, |m| m.probed_upstream_epoch = best.map(|t| t as f64));
     for c in &cands {
         if c.status != Status::Fresh {
             log(&job.name, &format!("not using {}: {:?} {}", c.url, c.status, c.detail));
@@ -212,6 +209,58 @@ async fn choose_upstreams(job: &JobConfig, paths: &Paths, password: Option<Vec<u
         return Err(JobError { msg: format!("no fresh upstream ({})", why.join("; ")), code: ExitCode::StartClient, upstream_fault: false });
     }
     Ok(fresh)
+}
+
+/// The timestamp of the local copy's freshness signal `signal` (a path in the destination).
+fn local_signal_ts(job: &JobConfig, signal: &str) -> Option<u64> {
+    let p = job.destination.join(signal);
+    std::fs::read(&p).ok().and_then(|data| {
+        let mtime = std::fs::metadata(&p).ok()?.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_secs();
+        let name = signal.rsplit('/').next().unwrap_or(signal);
+        probe::parse_signal(probe::SignalKind::for_path(signal), name, &data, Some(mtime)).ok()?.timestamp
+    })
+}
+
+/// After a job run: its figures for `/metrics` (lag from the freshness signal
+/// when the job has one) and a fresh `status.html`.
+fn after_job(job: &JobConfig, run: &JobRun, status: &StatusStore, reg: &crate::metrics::Registry) {
+    let st = status.get(&job.name).unwrap_or_default();
+    let end = st.last_end.unwrap_or_else(now_f);
+    let rr = run.result.as_ref();
+    reg.job_finished(
+        &job.name,
+        &crate::metrics::RunSample {
+            result: run.state.as_str().into(),
+            exit: run.exit.code(),
+            end,
+            duration: st.last_start.map_or(0.0, |s| end - s),
+            files: rr.map_or(0, |r| r.files),
+            bytes: rr.map_or(0, |r| r.bytes),
+            deleted: rr.map_or(0, |r| r.deleted),
+        },
+    );
+    if let Some(signal) = &job.freshness {
+        let applied = local_signal_ts(job, signal).map(|t| t as f64);
+        let upstream = reg.job(&job.name).and_then(|m| m.probed_upstream_epoch);
+        reg.observe_epochs(&job.name, upstream, applied);
+    }
+    write_scoreboard(status, reg);
+}
+
+/// Rewrite `status.html` from the status file and the figures (every known job).
+pub fn write_scoreboard(status: &StatusStore, reg: &crate::metrics::Registry) {
+    let doc = status.snapshot();
+    let metrics = reg.snapshot();
+    let mut rows = status_rows(None, &doc);
+    for name in metrics.keys() {
+        if !doc.jobs.contains_key(name) {
+            rows.push((name.clone(), JobStatus::default()));
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Err(e) = super::scoreboard::write(&status.path, &rows, &metrics, now_f()) {
+        log("", &e);
+    }
 }
 
 /// Try the upstreams in order, failing over when one fails mid-way.
@@ -441,6 +490,21 @@ pub async fn run(opts: RunOptions) -> Result<ExitCode, String> {
     }
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| format!("cannot create {}: {e}", cfg.state_dir.display()))?;
     let status = Arc::new(StatusStore::open(&cfg.status_file)?);
+    let metrics = crate::metrics::Registry::new();
+    for j in &cfg.jobs {
+        if selected(&opts, &j.name) {
+            metrics.register(&j.name);
+        }
+    }
+    let _metrics_task = match cfg.metrics {
+        Some(addr) => {
+            let (bound, task) = crate::metrics::listen(addr, metrics.clone()).await.map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+            log("", &format!("serving metrics on http://{bound}/metrics"));
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
+    write_scoreboard(&status, &metrics);
     let sem = Arc::new(Semaphore::new(cfg.max_parallel));
     let mut permits = cfg.max_parallel;
     let mut cfg_mtime = mtime_of(&opts.config);
@@ -483,14 +547,19 @@ pub async fn run(opts: RunOptions) -> Result<ExitCode, String> {
             running.insert(job.name.clone());
             started_once.insert(job.name.clone());
             let (sem, status) = (sem.clone(), status.clone());
-            let paths = Paths { lock_dir: cfg.lock_dir(), staging: cfg.staging_dir(&job.name) };
+            let paths = Paths { lock_dir: cfg.lock_dir(), staging: cfg.staging_dir(&job.name), metrics: metrics.clone() };
             let delay = random_upto(job.random_delay);
             tasks.spawn(async move {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
+                paths.metrics.queue_add(1);
                 let _permit = sem.acquire_owned().await;
-                let r = run_job(job.clone(), paths, status).await;
+                paths.metrics.queue_add(-1);
+                paths.metrics.job_started(&job.name, now_f());
+                let reg = paths.metrics.clone();
+                let r = run_job(job.clone(), paths, status.clone()).await;
+                after_job(&job, &r, &status, &reg);
                 (job.name.clone(), r)
             });
         }
@@ -548,6 +617,14 @@ pub async fn run(opts: RunOptions) -> Result<ExitCode, String> {
                 }
             }
         }
+    }
+}
+
+/// Aborts the metrics server when `run` returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
