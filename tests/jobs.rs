@@ -766,3 +766,47 @@ fn probe_over_http_rejects_a_captive_portal() {
     assert!(got.contains(&(format!("{base}/portal/"), "invalid".to_string())), "{v}");
     assert!(got.contains(&(format!("{base}/missing/"), "error".to_string())), "{v}");
 }
+
+#[test]
+fn recent_strategy_follows_the_change_logs() {
+    // An upstream that publishes RECENT files (File::Rsync::Mirror::Recent).
+    let src = TestDir::new("recent-up");
+    let mut p = support::recent_producer::Producer::new(src.path());
+    for i in 0..30 {
+        p.write_file(&format!("authors/id/A/AB/ABC/Dist-{i}.tar.gz"), format!("dist {i}").as_bytes());
+    }
+    p.publish();
+    let d = Rsyncd::builder().module("cpan", src.path()).start();
+    let t = TestDir::new("recent-job");
+    let cfg = write_cfg(
+        t.path(),
+        &format!(
+            "state_dir = \"state\"\n\n[[job]]\nname = \"cpan\"\ndestination = \"dest\"\nupstream = \"{}\"\nstrategy = \"recent\"\n",
+            d.url("cpan")
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    let check = rmirror(&["run", "--check", "-c", c]);
+    assert!(check.status.success(), "recent must be a valid strategy now: {}", show(&check));
+    // First run: no local state, so the planner does a full sync.
+    let o = rmirror(&["run", "--once", "-c", c]);
+    assert!(o.status.success(), "{}", show(&o));
+    oracle::assert_clean(&d.url("cpan"), &t.join("dest"));
+    assert_eq!(status_json(&cfg)["jobs"]["cpan"]["result"], "ok");
+    // One upload and one deletion upstream: the next run fetches exactly that file.
+    p.write_file("authors/id/A/AB/ABC/Dist-new.tar.gz", b"fresh");
+    p.delete_file("authors/id/A/AB/ABC/Dist-3.tar.gz");
+    p.publish();
+    let before = d.transfer_log().len();
+    let o = rmirror(&["run", "--once", "--ignore-timers", "-c", c]);
+    assert!(o.status.success(), "{}", show(&o));
+    oracle::assert_clean(&d.url("cpan"), &t.join("dest"));
+    let sent: Vec<String> = d.transfer_log()[before..]
+        .iter()
+        .filter(|x| x.op == "send" && !x.name.contains("RECENT"))
+        .map(|x| x.name.clone())
+        .collect();
+    assert_eq!(sent.len(), 1, "only the new upload may be sent: {sent:?}");
+    assert!(sent[0].ends_with("Dist-new.tar.gz"), "{sent:?}");
+    assert!(!t.join("dest/authors/id/A/AB/ABC/Dist-3.tar.gz").exists());
+}

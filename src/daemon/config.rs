@@ -728,7 +728,7 @@ upstream = "rsync://h/b/"
 
     #[test]
     fn every_error_has_line_and_key() {
-        let t = "max_paralel = 2\n\n[[job]]\nname = \"a\"\ndestination = \"/tmp/a\"\nupstreams = [\"rsync://h/m/\"]\ninterval = \"5 parsecs\"\nstrategy = \"recent\"\n\n[[job]]\nname = \"b\"\ndestination = 7\nupstream = \"/local\"\n";
+        let t = "max_paralel = 2\n\n[[job]]\nname = \"a\"\ndestination = \"/tmp/a\"\nupstreams = [\"rsync://h/m/\"]\ninterval = \"5 parsecs\"\nstrategy = \"telepathy\"\n\n[[job]]\nname = \"b\"\ndestination = 7\nupstream = \"/local\"\n";
         let errs = parse(t, Path::new("/tmp/x.toml")).unwrap_err();
         let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
         assert!(got.contains(&(1, "max_paralel")), "{errs:?}");
@@ -736,7 +736,7 @@ upstream = "rsync://h/b/"
         assert!(got.contains(&(8, "strategy")), "{errs:?}");
         assert!(got.contains(&(12, "destination")), "{errs:?}");
         assert!(got.contains(&(13, "upstream")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.msg.contains("not available yet")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.msg.contains("unknown strategy")), "{errs:?}");
         assert!(errs[0].msg.contains("max_parallel"), "{errs:?}");
     }
 

@@ -1,5 +1,5 @@
-//! How one job run moves the tree from one chosen upstream: a small trait, so
-//! the RECENT planner (`strategy = "recent"`) plugs in when it lands.
+//! How one job run moves the tree from one chosen upstream: a small trait with
+//! three strategies (`full`, `marker`, and `recent` over `crate::plan`).
 //!
 //! * `full`: one sync with delete (the engine deletes after the transfer and
 //!   renames its temps into place together, the late-publish patterns last).
@@ -86,9 +86,47 @@ pub fn planner_for(kind: &StrategyKind) -> Result<Arc<dyn Planner>, String> {
     match kind {
         StrategyKind::Full => Ok(Arc::new(FullPlanner)),
         StrategyKind::Marker => Ok(Arc::new(MarkerPlanner)),
-        StrategyKind::Recent => Err(
-            "strategy \"recent\" is not available yet (the RECENT planner, crate::plan::recent, has not landed); use \"full\" or \"marker\" for now".into(),
-        ),
+        StrategyKind::Recent => Ok(Arc::new(RecentPlanner)),
+    }
+}
+
+/// `recent`: follow the upstream's RECENT change logs (`crate::plan`), one
+/// caught-up pass per run; the planner falls back to a full sync with delete
+/// when the local copy is new, stale, or the logs have a gap or a new dirtymark.
+pub struct RecentPlanner;
+
+struct MonitorLog(Arc<dyn Monitor>);
+impl crate::plan::WatchLogger for MonitorLog {
+    fn log(&self, level: crate::plan::Level, tree: &str, msg: &str) {
+        if matches!(level, crate::plan::Level::Error | crate::plan::Level::Warn) {
+            self.0.local_error(&format!("{tree}: {msg}"));
+        } else {
+            tracing::info!(tree, "{msg}");
+        }
+    }
+}
+
+impl Planner for RecentPlanner {
+    fn run<'a>(&'a self, ctx: &'a RunCtx) -> BoxFut<'a, Result<RunResult, JobError>> {
+        Box::pin(async move {
+            let source = remote_at(&ctx.upstream)?;
+            let mut cfg = crate::plan::WatchConfig::new(source, ctx.job.destination.clone());
+            cfg.once = true;
+            // Planner state beside the job's other private files, never in the tree.
+            cfg.state_dir = Some(ctx.staging.join("recent-state"));
+            cfg.conn.password = ctx.password.clone();
+            cfg.conn.timeout = ctx.job.timeout;
+            cfg.conn.contimeout = ctx.job.contimeout;
+            let log: Arc<dyn crate::plan::WatchLogger> = Arc::new(MonitorLog(ctx.monitor.clone()));
+            let summary = crate::plan::watch(&cfg, log, crate::plan::StopSignal::never())
+                .await
+                .map_err(|e| JobError { msg: e.to_string(), code: e.exit_code(), upstream_fault: matches!(e, crate::plan::PassError::Pull { .. } | crate::plan::PassError::Recent(_)) })?;
+            let files: u64 = summary.reports.iter().map(|r| r.fetched).sum();
+            let bytes: u64 = summary.reports.iter().map(|r| r.bytes_received).sum();
+            let deleted: u64 = summary.reports.iter().map(|r| r.deleted).sum();
+            let outcome = if files == 0 && deleted == 0 { Outcome::Unchanged } else { Outcome::Synced };
+            Ok(RunResult { outcome, exit: ExitCode::Ok, sessions: summary.passes as u32, files, bytes, deleted })
+        })
     }
 }
 
@@ -318,7 +356,6 @@ mod tests {
 
     #[test]
     fn recent_is_not_silently_something_else() {
-        let e = planner_for(&StrategyKind::Recent).err().unwrap();
-        assert!(e.contains("not available yet"));
+        assert!(planner_for(&StrategyKind::Recent).is_ok());
     }
 }
