@@ -336,34 +336,82 @@ impl Dest {
         check_rel(dir)?;
         let mut cur = self.root.clone();
         for comp in dir.split(|&b| b == b'/') {
-            cur = cur.open_dir(comp).map_err(|e| {
-                if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!(
-                            "refusing to write through a symlink or non-directory at {:?}",
-                            crate::text::escape_name(dir)
-                        ),
-                    )
-                } else {
-                    e
-                }
-            })?;
+            cur = open_component(&cur, comp, dir)?;
         }
         Ok(cur)
     }
 }
 
-/// A one-entry cache of the last directory opened: file lists are sorted by
-/// directory, so consecutive entries almost always share their parent.
+/// One step of a confined walk: `comp` inside `parent`, with `O_NOFOLLOW |
+/// O_DIRECTORY`, so a symlink or a non-directory there is refused (named
+/// after the whole path `full` being opened).
+fn open_component(parent: &DirHandle, comp: &[u8], full: &[u8]) -> io::Result<DirHandle> {
+    parent.open_dir(comp).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refusing to write through a symlink or non-directory at {:?}", crate::text::escape_name(full)),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// Handles kept at most by one [`DirCache`] for the ancestor chain (bounds
+/// its open descriptors on absurdly deep paths; deeper levels are re-walked
+/// from the deepest kept one).
+const CHAIN_MAX: usize = 32;
+
+/// A cache of the directories on the path to the last directory looked up:
+/// file lists are sorted by directory (depth first), so the next directory
+/// almost always shares all but its last component or two with the previous
+/// one. A lookup reuses the deepest cached ancestor and opens only the
+/// components below it, one at a time with `O_NOFOLLOW` as [`Dest::dir`]
+/// does; the chain is then cut back to the new path's ancestors.
+///
+/// Why reusing handles is safe: every handle in the chain was opened by that
+/// same confined walk, so it refers to a real directory reached from DEST
+/// without following a symlink *at the time it was opened*. An open directory
+/// descriptor keeps naming that directory inode; if a local process later
+/// renames it away or replaces its path with a symlink, writes through the
+/// handle still land in that same real directory — never at the symlink's
+/// target. That is exactly the guarantee the uncached walk gives, whose own
+/// handles (the root's, and each component's until the next is opened) are
+/// subject to the same swap between open and use; no cached handle is ever
+/// derived from a path that resolved through a symlink. A component *newly*
+/// opened below a cached ancestor is checked with `O_NOFOLLOW` like any other.
+///
+/// Staleness: the chain only ever holds the ancestors of (and) the last
+/// directory looked up, so entries removed through a handle this cache
+/// returned (`parent_of(name)` → operate on the base name) are below the
+/// chain, never in it, exactly as with a one-entry cache. Code that replaces
+/// a directory at or above the current one calls [`DirCache::invalidate`],
+/// which drops every handle.
 pub struct DirCache {
     dest: Dest,
-    last: Option<(Vec<u8>, DirHandle)>,
+    /// The last directory looked up (`""` = the root).
+    path: Vec<u8>,
+    /// `chain[i]` = (end of component `i` in `path`, handle of `path[..end]`),
+    /// for the first `chain.len()` (≤ [`CHAIN_MAX`]) components of `path`.
+    chain: Vec<(usize, DirHandle)>,
+    /// The handle of `path` itself, if the last lookup succeeded.
+    last: Option<DirHandle>,
+    /// Directory opens done by this cache (for the tests).
+    #[cfg(test)]
+    opens: usize,
 }
 
 impl DirCache {
     pub fn new(dest: Dest) -> Self {
-        DirCache { dest, last: None }
+        DirCache {
+            dest,
+            path: Vec::new(),
+            chain: Vec::new(),
+            last: None,
+            #[cfg(test)]
+            opens: 0,
+        }
     }
 
     pub fn dest(&self) -> &Dest {
@@ -379,19 +427,52 @@ impl DirCache {
     }
 
     pub fn dir(&mut self, dir: &[u8]) -> io::Result<DirHandle> {
-        if let Some((p, h)) = &self.last {
-            if p == dir {
+        if dir.is_empty() || dir == b"." {
+            return Ok(self.dest.root.clone());
+        }
+        if let Some(h) = &self.last {
+            if self.path == dir {
                 return Ok(h.clone());
             }
         }
-        let h = self.dest.dir(dir)?;
-        self.last = Some((dir.to_vec(), h.clone()));
-        Ok(h)
+        check_rel(dir)?;
+        // Keep the cached ancestors that are also ancestors (or self) of `dir`.
+        let keep = self
+            .chain
+            .iter()
+            .take_while(|&&(end, _)| {
+                dir.len() >= end && dir[..end] == self.path[..end] && (dir.len() == end || dir[end] == b'/')
+            })
+            .count();
+        self.chain.truncate(keep);
+        self.last = None;
+        self.path.clear();
+        self.path.extend_from_slice(dir);
+        let (mut cur, mut start) = match self.chain.last() {
+            Some((end, h)) => (h.clone(), end + 1),
+            None => (self.dest.root.clone(), 0),
+        };
+        while start <= dir.len() {
+            let end = dir[start..].iter().position(|&b| b == b'/').map_or(dir.len(), |i| start + i);
+            cur = open_component(&cur, &dir[start..end], dir)?;
+            #[cfg(test)]
+            {
+                self.opens += 1;
+            }
+            if self.chain.len() < CHAIN_MAX {
+                self.chain.push((end, cur.clone()));
+            }
+            start = end + 1;
+        }
+        self.last = Some(cur.clone());
+        Ok(cur)
     }
 
-    /// Forget the cached handle (after the directory was replaced).
+    /// Forget every cached handle (after a directory was replaced).
     pub fn invalidate(&mut self) {
+        self.chain.clear();
         self.last = None;
+        self.path.clear();
     }
 }
 
@@ -447,5 +528,169 @@ mod tests {
         let d = Dest::open(t.path(), false).unwrap();
         assert_eq!(d.root().remove_all(b"d").unwrap(), 2);
         assert!(outside.path().join("keep").exists());
+    }
+
+    /// A tree `a/b/c/d` with a marker file naming each directory.
+    fn marked_tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["a", "a/b", "a/b/c", "a/b/c/d", "a/b/e", "a/x", "z"] {
+            std::fs::create_dir(t.path().join(d)).unwrap();
+            std::fs::write(t.path().join(d).join("marker"), d).unwrap();
+        }
+        t
+    }
+
+    fn marker(h: &DirHandle) -> Vec<u8> {
+        let mut f = h.open_read(b"marker").unwrap();
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn dir_cache_reuses_ancestors() {
+        let t = marked_tree();
+        let mut c = DirCache::new(Dest::open(t.path(), false).unwrap());
+        let look = |c: &mut DirCache, d: &str, new_opens: usize| {
+            let before = c.opens;
+            let h = c.dir(d.as_bytes()).unwrap();
+            assert_eq!(marker(&h), d.as_bytes(), "{d}");
+            assert_eq!(c.opens - before, new_opens, "opens for {d}");
+        };
+        look(&mut c, "a/b/c/d", 4);
+        look(&mut c, "a/b/c/d", 0); // exact hit
+        look(&mut c, "a/b/c", 0); // ancestor hit
+        look(&mut c, "a/b/c/d", 1);
+        look(&mut c, "a/b/e", 1); // sibling: one open below a/b
+        look(&mut c, "a/x", 1);
+        look(&mut c, "a", 0);
+        look(&mut c, "z", 1);
+        look(&mut c, "a/b", 2);
+        assert_eq!(c.dir(b"").unwrap().stat(b"a").unwrap().unwrap().kind, Kind::Dir);
+        assert_eq!(c.dir(b".").unwrap().stat(b"z").unwrap().unwrap().kind, Kind::Dir);
+        look(&mut c, "a/b", 0); // the root lookup does not disturb the chain
+        // parent_of goes through the same cache.
+        let (h, base) = c.parent_of(b"a/b/e/marker").unwrap();
+        assert_eq!((marker(&h), base), (b"a/b/e".to_vec(), &b"marker"[..]));
+        // A name that only shares a byte prefix is not an ancestor.
+        std::fs::create_dir(t.path().join("a/bb")).unwrap();
+        std::fs::write(t.path().join("a/bb/marker"), "a/bb").unwrap();
+        look(&mut c, "a/bb", 1);
+        // Unsafe paths are refused before any cache lookup.
+        for bad in [&b"/a"[..], b"a/../z", b"a//b", b"a/"] {
+            assert!(c.dir(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn dir_cache_invalidate_drops_everything() {
+        let t = marked_tree();
+        let mut c = DirCache::new(Dest::open(t.path(), false).unwrap());
+        c.dir(b"a/b/c").unwrap();
+        // Replace a/b (and so everything cached below a) with a new tree.
+        std::fs::rename(t.path().join("a/b"), t.path().join("old_b")).unwrap();
+        std::fs::create_dir_all(t.path().join("a/b/c")).unwrap();
+        std::fs::write(t.path().join("a/b/c/marker"), "new").unwrap();
+        c.invalidate();
+        assert!(c.chain.is_empty() && c.last.is_none());
+        let before = c.opens;
+        assert_eq!(marker(&c.dir(b"a/b/c").unwrap()), b"new");
+        assert_eq!(c.opens - before, 3, "re-walked from the root");
+    }
+
+    /// Every depth: a symlink (to a directory outside) in place of a
+    /// component is refused, with a cold cache and with its ancestors cached,
+    /// and nothing is created outside.
+    #[test]
+    fn dir_cache_refuses_symlink_at_every_depth() {
+        let comps = ["a", "b", "c", "d"];
+        for depth in 1..=comps.len() {
+            for warm in [false, true] {
+                let t = marked_tree();
+                let outside = tempfile::tempdir().unwrap();
+                std::fs::create_dir_all(outside.path().join("b/c/d")).unwrap();
+                let bad = comps[..depth].join("/");
+                let full = comps.join("/");
+                let mut c = DirCache::new(Dest::open(t.path(), false).unwrap());
+                if warm && depth > 1 {
+                    // Cache the parent of the component about to be swapped.
+                    c.dir(comps[..depth - 1].join("/").as_bytes()).unwrap();
+                }
+                std::fs::rename(t.path().join(&bad), t.path().join(format!("{bad}.moved"))).unwrap();
+                std::os::unix::fs::symlink(outside.path(), t.path().join(&bad)).unwrap();
+                for d in [&bad, &full] {
+                    let e = c.dir(d.as_bytes()).err().unwrap_or_else(|| panic!("{d} opened (warm {warm})"));
+                    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{d}: {e}");
+                }
+                assert!(c.parent_of(format!("{full}/new").as_bytes()).is_err());
+                // A non-directory in the way is refused the same way.
+                std::fs::remove_file(t.path().join(&bad)).unwrap();
+                std::fs::write(t.path().join(&bad), b"file").unwrap();
+                assert_eq!(c.dir(full.as_bytes()).err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
+                let mut found = Vec::new();
+                let mut stack = vec![outside.path().to_path_buf()];
+                while let Some(p) = stack.pop() {
+                    for e in std::fs::read_dir(&p).unwrap() {
+                        let e = e.unwrap();
+                        if e.file_type().unwrap().is_dir() {
+                            stack.push(e.path());
+                        } else {
+                            found.push(e.path());
+                        }
+                    }
+                }
+                assert!(found.is_empty(), "wrote outside: {found:?}");
+            }
+        }
+    }
+
+    /// A directory swapped for a symlink *after* it was cached: the cached
+    /// handle still names the real (moved) directory, so writes through it
+    /// land there, never at the symlink's target; after `invalidate` the
+    /// swap is seen and refused.
+    #[test]
+    fn dir_cache_swap_after_caching_stays_inside() {
+        let t = marked_tree();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outside.path().join("b/c")).unwrap();
+        let mut c = DirCache::new(Dest::open(t.path(), false).unwrap());
+        c.dir(b"a/b/c").unwrap();
+        std::fs::rename(t.path().join("a"), t.path().join("a.moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("a")).unwrap();
+        // Exact hit, an ancestor hit, and a new directory below a cached one.
+        c.dir(b"a/b/c").unwrap().create_excl(b"f1").unwrap();
+        c.dir(b"a/b").unwrap().create_excl(b"f2").unwrap();
+        c.dir(b"a/b/e").unwrap().create_excl(b"f3").unwrap();
+        for f in ["a.moved/b/c/f1", "a.moved/b/f2", "a.moved/b/e/f3"] {
+            assert!(t.path().join(f).is_file(), "{f}");
+        }
+        assert!(std::fs::read_dir(outside.path().join("b")).unwrap().all(|e| e.unwrap().file_name() == "c"));
+        assert!(std::fs::read_dir(outside.path().join("b/c")).unwrap().next().is_none());
+        c.invalidate();
+        assert_eq!(c.dir(b"a/b/c").err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
+    }
+
+    /// Paths deeper than the chain bound still resolve, and the cache holds
+    /// at most CHAIN_MAX + 1 handles.
+    #[test]
+    fn dir_cache_deep_paths() {
+        let t = tempfile::tempdir().unwrap();
+        let comps: Vec<String> = (0..CHAIN_MAX + 8).map(|i| format!("d{i}")).collect();
+        let deep = comps.join("/");
+        std::fs::create_dir_all(t.path().join(&deep)).unwrap();
+        std::fs::create_dir(t.path().join(&deep).join("x")).unwrap();
+        std::fs::create_dir(t.path().join(&deep).join("y")).unwrap();
+        let mut c = DirCache::new(Dest::open(t.path(), false).unwrap());
+        c.dir(format!("{deep}/x").as_bytes()).unwrap();
+        assert_eq!(c.chain.len(), CHAIN_MAX);
+        let before = c.opens;
+        c.dir(format!("{deep}/y").as_bytes()).unwrap().stat(b".").unwrap().unwrap();
+        // Re-walked from the deepest kept handle: 8 levels + "y".
+        assert_eq!(c.opens - before, 9);
+        let shallow = comps[..3].join("/");
+        let before = c.opens;
+        c.dir(shallow.as_bytes()).unwrap();
+        assert_eq!(c.opens - before, 0);
+        assert_eq!(c.chain.len(), 3);
     }
 }

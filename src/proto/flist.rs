@@ -939,9 +939,323 @@ pub fn escape_name(name: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Ordering (flist.c f_name_cmp)
+// Ordering (flist.c f_name_cmp), fast form
+// ---------------------------------------------------------------------------
+//
+// rsync's `f_name_cmp` walks both names byte by byte through a small state
+// machine (dirname, "/", basename, trailing "/" for directories), tracking
+// whether each side is still a *path* (t_PATH: inside a directory name) or an
+// *item* (t_ITEM: a non-directory's basename, or past the end). Restated:
+//
+// * every entry has a virtual string V and a position P in it where it stops
+//   being a path:
+//   - protocol < 29 (no t_PATH): V = name, P = 0 — plain byte order;
+//   - protocol ≥ 29, non-directory: V = name, P = start of the basename;
+//   - protocol ≥ 29, directory: V = name + "/", P = len(V) — except a
+//     basename of "." (the transfer root), which is an item at once:
+//     V = name without the ".", P = len(V);
+// * let i be the length of the common prefix of V1 and V2. If P1 ≠ P2 and
+//   min(P1, P2) ≤ i, the side that became an item first sorts first (the
+//   state machine returns at that segment change); otherwise V1[i] vs V2[i]
+//   decides, the end of a string counting as 0 (names hold no NUL).
+//
+// Equivalently: compare V1[..m] with V2[..m] for m = min(P1, P2); if equal,
+// the smaller P sorts first; if the P are equal too, compare the rest. That is
+// two memcmp-style slice comparisons, with P and the V split computed once per
+// entry ([`SortMeta`]). The state-machine comparator is kept as a test-only
+// reference (`name_cmp`) and a randomized test checks both agree.
+
+/// Per-entry sort data, computed once (no borrow of the name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SortMeta {
+    /// V = name[..real] followed by "/" iff `slash`.
+    real: u32,
+    slash: bool,
+    /// Where the entry stops being a t_PATH (see above).
+    item_at: u32,
+}
+
+impl SortMeta {
+    fn new(name: &[u8], is_dir: bool, protocol: i32) -> SortMeta {
+        let len = name.len() as u32;
+        if protocol < 29 {
+            return SortMeta { real: len, slash: false, item_at: 0 };
+        }
+        let base_at = match memrchr_slash(name) {
+            Some(i) => i as u32 + 1,
+            None => 0,
+        };
+        if !is_dir {
+            SortMeta { real: len, slash: false, item_at: base_at }
+        } else if &name[base_at as usize..] == b"." {
+            SortMeta { real: len - 1, slash: false, item_at: len - 1 }
+        } else {
+            SortMeta { real: len, slash: true, item_at: len + 1 }
+        }
+    }
+}
+
+fn memrchr_slash(name: &[u8]) -> Option<usize> {
+    name.iter().rposition(|&b| b == b'/')
+}
+
+/// Compare two virtual strings, each `real` bytes followed by an optional "/".
+#[inline]
+fn cmp_virtual(x: &[u8], xs: bool, y: &[u8], ys: bool) -> Ordering {
+    let n = x.len().min(y.len());
+    match x[..n].cmp(&y[..n]) {
+        Ordering::Equal => {}
+        o => return o,
+    }
+    // One side's real bytes are exhausted; what follows is at most one "/"
+    // on that side against the other's remaining bytes (and "/").
+    let (xr, yr) = (&x[n..], &y[n..]);
+    match (xr.first(), yr.first()) {
+        (None, None) => xs.cmp(&ys),
+        (Some(&c), None) => {
+            if !ys {
+                return Ordering::Greater;
+            }
+            match c.cmp(&b'/') {
+                Ordering::Equal => {
+                    if xr.len() > 1 || xs {
+                        Ordering::Greater
+                    } else {
+                        Ordering::Equal
+                    }
+                }
+                o => o,
+            }
+        }
+        (None, Some(&c)) => {
+            if !xs {
+                return Ordering::Less;
+            }
+            match b'/'.cmp(&c) {
+                Ordering::Equal => {
+                    if yr.len() > 1 || ys {
+                        Ordering::Less
+                    } else {
+                        Ordering::Equal
+                    }
+                }
+                o => o,
+            }
+        }
+        (Some(_), Some(_)) => unreachable!("common prefix was exhausted"),
+    }
+}
+
+/// V[..m] of an entry as (real bytes, trailing "/"), for m ≤ len(V).
+#[inline]
+fn v_prefix(name: &[u8], k: SortMeta, m: usize) -> (&[u8], bool) {
+    let real = k.real as usize;
+    if m <= real {
+        (&name[..m], false)
+    } else {
+        (&name[..real], k.slash)
+    }
+}
+
+/// V[m..] of an entry, for m ≤ len(V).
+#[inline]
+fn v_suffix(name: &[u8], k: SortMeta, m: usize) -> (&[u8], bool) {
+    let real = k.real as usize;
+    if m <= real {
+        (&name[m..real], k.slash)
+    } else {
+        (&b""[..], false)
+    }
+}
+
+/// rsync's `f_name_cmp` on precomputed metadata (see the section comment).
+#[inline]
+fn key_cmp(a: &[u8], ka: SortMeta, b: &[u8], kb: SortMeta) -> Ordering {
+    let m = ka.item_at.min(kb.item_at) as usize;
+    let (pa, sa) = v_prefix(a, ka, m);
+    let (pb, sb) = v_prefix(b, kb, m);
+    match cmp_virtual(pa, sa, pb, sb) {
+        Ordering::Equal => {}
+        o => return o,
+    }
+    if ka.item_at != kb.item_at {
+        return ka.item_at.cmp(&kb.item_at);
+    }
+    let (ra, sa) = v_suffix(a, ka, m);
+    let (rb, sb) = v_suffix(b, kb, m);
+    cmp_virtual(ra, sa, rb, sb)
+}
+
+/// Compare two names like rsync's `f_name_cmp` (protocol ≥ 29: directories
+/// compare with a trailing `/`, non-directories sort before directories at
+/// the same level, `.` first; protocol < 29: plain byte order).
+pub fn f_name_cmp(a: &FileEntry, b: &FileEntry, protocol: i32) -> Ordering {
+    let ka = SortMeta::new(&a.name, a.is_dir(), protocol);
+    let kb = SortMeta::new(&b.name, b.is_dir(), protocol);
+    key_cmp(&a.name, ka, &b.name, kb)
+}
+
+// ---------------------------------------------------------------------------
+// Sorting and duplicate removal (flist.c fsort / flist_sort_and_clean)
 // ---------------------------------------------------------------------------
 
+/// One entry being sorted: its name, sort metadata and received index.
+struct SortItem<'a> {
+    name: &'a [u8],
+    meta: SortMeta,
+    idx: u32,
+}
+
+/// The order rsync's `fsort` leaves `entries` in, as received indices.
+/// rsync's merge sort is stable and `f_name_cmp` is a total preorder, so any
+/// stable sort yields the same permutation; std's stable sort is adaptive
+/// (a list that arrives sorted, as a sender's does, costs n comparisons).
+fn sorted_order(entries: &[FileEntry], protocol: i32) -> Vec<u32> {
+    let mut items: Vec<SortItem<'_>> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| SortItem { name: &e.name, meta: SortMeta::new(&e.name, e.is_dir(), protocol), idx: i as u32 })
+        .collect();
+    items.sort_by(|x, y| key_cmp(x.name, x.meta, y.name, y.meta));
+    items.into_iter().map(|it| it.idx).collect()
+}
+
+/// Sort received entries and tombstone duplicates the way a receiver's
+/// `flist_sort_and_clean` does.
+/// Also returns the slots holding directories (tombstoned ones included).
+fn sort_and_clean(received: Vec<FileEntry>, protocol: i32) -> (Vec<Option<FileEntry>>, Vec<usize>) {
+    let mut order = sorted_order(&received, protocol);
+    let mut sorted = received;
+    permute_in_place(&mut sorted, &mut order);
+    drop(order);
+    let n = sorted.len();
+    let dir_slots: Vec<usize> = (0..n).filter(|&k| sorted[k].is_dir()).collect();
+    if n == 0 {
+        return (Vec::new(), dir_slots);
+    }
+    let metas: Vec<SortMeta> = sorted.iter().map(|e| SortMeta::new(&e.name, e.is_dir(), protocol)).collect();
+    let cmp_slots = |s: &[FileEntry], x: usize, y: usize| key_cmp(&s[x].name, metas[x], &s[y].name, metas[y]);
+    // Tombstoned slots keep their names during the pass, so a binary search
+    // over [low, prev_i] still sees a sorted sequence.
+    let mut active = vec![true; n];
+    let mut low = 0usize;
+    let mut prev_i = 0usize;
+    for i in 1..n {
+        let j: Option<usize> = if cmp_slots(&sorted, i, prev_i) == Ordering::Equal {
+            Some(prev_i)
+        } else if protocol >= 29 && sorted[i].is_dir() {
+            // Does this directory duplicate a non-directory earlier on?
+            find_nondir(&sorted, &metas, &active, low, prev_i, &sorted[i].name, protocol)
+        } else {
+            None
+        };
+        let Some(j) = j else {
+            prev_i = i;
+            continue;
+        };
+        // Keep a directory over a non-directory (it may have contents in the
+        // list); otherwise keep the first one, merging vital dir flags.
+        let (keep, drop) = if sorted[i].is_dir() {
+            if !sorted[j].is_dir() {
+                (i, j)
+            } else {
+                let dropped_flags = sorted[i].flags;
+                let kept = &mut sorted[j];
+                kept.flags |= dropped_flags & (FLAG_TOP_DIR | FLAG_CONTENT_DIR);
+                kept.flags &= dropped_flags | !FLAG_IMPLIED_DIR;
+                (j, i)
+            }
+        } else {
+            (j, i)
+        };
+        active[drop] = false;
+        if keep == i {
+            if low == drop {
+                let mut k = drop + 1;
+                while k < i && !active[k] {
+                    k += 1;
+                }
+                low = k;
+            }
+            prev_i = i;
+        }
+    }
+    // Same size and layout (niche), so this collects in place.
+    let mut slots: Vec<Option<FileEntry>> = sorted.into_iter().map(Some).collect();
+    for (slot, a) in slots.iter_mut().zip(active) {
+        if !a {
+            *slot = None;
+        }
+    }
+    (slots, dir_slots)
+}
+
+/// Reorder `v` so that `v[k]` becomes the old `v[order[k]]`, following the
+/// permutation's cycles with swaps (no second copy of the list in memory).
+/// `order` must be a permutation of `0..v.len()`; it is consumed (overwritten).
+fn permute_in_place<T>(v: &mut [T], order: &mut [u32]) {
+    const DONE: u32 = u32::MAX;
+    debug_assert_eq!(v.len(), order.len());
+    for i in 0..v.len() {
+        if order[i] == DONE {
+            continue;
+        }
+        let mut j = i;
+        loop {
+            let src = order[j] as usize;
+            order[j] = DONE;
+            if src == i {
+                break;
+            }
+            v.swap(j, src);
+            j = src;
+        }
+    }
+}
+
+/// `flist_find` for a non-directory named `name` among active slots in
+/// `[low, high]` (sorted; tombstoned slots still hold their names).
+fn find_nondir(
+    sorted: &[FileEntry],
+    metas: &[SortMeta],
+    active: &[bool],
+    low: usize,
+    high: usize,
+    name: &[u8],
+    protocol: i32,
+) -> Option<usize> {
+    if low > high {
+        return None;
+    }
+    let key = SortMeta::new(name, false, protocol);
+    let range = low..high + 1;
+    let cmp_key = |k: usize| key_cmp(&sorted[k].name, metas[k], name, key);
+    // First index in range with cmp(slot, key) >= 0.
+    let (mut lo, mut hi) = (range.start, range.end);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if cmp_key(mid) == Ordering::Less {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let mut k = lo;
+    while k < range.end && cmp_key(k) == Ordering::Equal {
+        if active[k] {
+            return Some(k);
+        }
+        k += 1;
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------
+// Test-only reference: the byte-walking comparator and rsync's merge sort,
+// as they were before the fast form above (the randomized test compares).
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Seg {
     Dir,
@@ -950,6 +1264,7 @@ enum Seg {
     Trailing,
 }
 
+#[cfg(test)]
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     /// Sorts first at a given level.
@@ -958,6 +1273,7 @@ enum Kind {
     Path,
 }
 
+#[cfg(test)]
 /// One side of the comparison: walks dirname, "/", basename, and for
 /// directories a trailing "/", tracking whether it is still a path.
 struct Walker<'a> {
@@ -970,6 +1286,7 @@ struct Walker<'a> {
     cur: &'a [u8],
 }
 
+#[cfg(test)]
 impl<'a> Walker<'a> {
     fn new(dir: Option<&'a [u8]>, base: &'a [u8], is_dir: bool, path_kind: Kind) -> Self {
         let mut w = Walker { base, is_dir, path_kind, seg: Seg::Dir, kind: path_kind, cur: b"" };
@@ -1004,13 +1321,8 @@ impl<'a> Walker<'a> {
     }
 }
 
-/// Compare two names like rsync's `f_name_cmp` (protocol ≥ 29: directories
-/// compare with a trailing `/`, non-directories sort before directories at
-/// the same level, `.` first; protocol < 29: plain byte order).
-pub fn f_name_cmp(a: &FileEntry, b: &FileEntry, protocol: i32) -> Ordering {
-    name_cmp(&a.name, a.is_dir(), &b.name, b.is_dir(), protocol)
-}
-
+#[cfg(test)]
+/// The state-machine `f_name_cmp` (test-only reference).
 fn name_cmp(a: &[u8], a_dir: bool, b: &[u8], b_dir: bool, protocol: i32) -> Ordering {
     let path_kind = if protocol >= 29 { Kind::Path } else { Kind::Item };
     let (mut da, ba) = split_name(a);
@@ -1079,10 +1391,7 @@ fn name_cmp(a: &[u8], a_dir: bool, b: &[u8], b_dir: bool, protocol: i32) -> Orde
     }
 }
 
-// ---------------------------------------------------------------------------
-// Sorting and duplicate removal (flist.c fsort / flist_sort_and_clean)
-// ---------------------------------------------------------------------------
-
+#[cfg(test)]
 /// Stable top-down merge sort with rsync's split (first half = n/2), so the
 /// result matches `fsort` even for entries that compare equal.
 fn merge_sort<F: FnMut(u32, u32) -> Ordering>(v: &mut [u32], tmp: &mut Vec<u32>, cmp: &mut F) {
@@ -1119,106 +1428,6 @@ fn merge_sort<F: FnMut(u32, u32) -> Ordering>(v: &mut [u32], tmp: &mut Vec<u32>,
         i += 1;
         k += 1;
     }
-}
-
-/// Sort received entries and tombstone duplicates the way a receiver's
-/// `flist_sort_and_clean` does.
-/// Also returns the slots holding directories (tombstoned ones included).
-fn sort_and_clean(received: Vec<FileEntry>, protocol: i32) -> (Vec<Option<FileEntry>>, Vec<usize>) {
-    let n = received.len();
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    {
-        let mut tmp = Vec::with_capacity(n / 2 + 1);
-        let mut cmp = |x: u32, y: u32| f_name_cmp(&received[x as usize], &received[y as usize], protocol);
-        merge_sort(&mut order, &mut tmp, &mut cmp);
-    }
-    // `order` is a permutation, so every slot is taken exactly once.
-    let mut all: Vec<Option<FileEntry>> = received.into_iter().map(Some).collect();
-    let mut sorted: Vec<FileEntry> = order.iter().filter_map(|&i| all[i as usize].take()).collect();
-    drop(all);
-    let n = sorted.len();
-    let dir_slots: Vec<usize> = (0..n).filter(|&k| sorted[k].is_dir()).collect();
-    if n == 0 {
-        return (Vec::new(), dir_slots);
-    }
-    // Tombstoned slots keep their names during the pass, so a binary search
-    // over [low, prev_i] still sees a sorted sequence.
-    let mut active = vec![true; n];
-    let mut low = 0usize;
-    let mut prev_i = 0usize;
-    for i in 1..n {
-        let j: Option<usize> = if f_name_cmp(&sorted[i], &sorted[prev_i], protocol) == Ordering::Equal {
-            Some(prev_i)
-        } else if protocol >= 29 && sorted[i].is_dir() {
-            // Does this directory duplicate a non-directory earlier on?
-            find_nondir(&sorted, &active, low, prev_i, &sorted[i].name, protocol)
-        } else {
-            None
-        };
-        let Some(j) = j else {
-            prev_i = i;
-            continue;
-        };
-        // Keep a directory over a non-directory (it may have contents in the
-        // list); otherwise keep the first one, merging vital dir flags.
-        let (keep, drop) = if sorted[i].is_dir() {
-            if !sorted[j].is_dir() {
-                (i, j)
-            } else {
-                let dropped_flags = sorted[i].flags;
-                let kept = &mut sorted[j];
-                kept.flags |= dropped_flags & (FLAG_TOP_DIR | FLAG_CONTENT_DIR);
-                kept.flags &= dropped_flags | !FLAG_IMPLIED_DIR;
-                (j, i)
-            }
-        } else {
-            (j, i)
-        };
-        active[drop] = false;
-        if keep == i {
-            if low == drop {
-                let mut k = drop + 1;
-                while k < i && !active[k] {
-                    k += 1;
-                }
-                low = k;
-            }
-            prev_i = i;
-        }
-    }
-    let slots = sorted.into_iter().zip(active).map(|(e, a)| if a { Some(e) } else { None }).collect();
-    (slots, dir_slots)
-}
-
-/// `flist_find` for a non-directory named `name` among active slots in
-/// `[low, high]` (sorted; tombstoned slots still hold their names).
-fn find_nondir(sorted: &[FileEntry], active: &[bool], low: usize, high: usize, name: &[u8], protocol: i32) -> Option<usize> {
-    if low > high {
-        return None;
-    }
-    let range = low..high + 1;
-    let cmp_key = |k: usize| {
-        let e = &sorted[k];
-        name_cmp(&e.name, e.is_dir(), name, false, protocol)
-    };
-    // First index in range with cmp(slot, key) >= 0.
-    let (mut lo, mut hi) = (range.start, range.end);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if cmp_key(mid) == Ordering::Less {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    let mut k = lo;
-    while k < range.end && cmp_key(k) == Ordering::Equal {
-        if active[k] {
-            return Some(k);
-        }
-        k += 1;
-    }
-    None
 }
 
 #[cfg(test)]
@@ -2036,6 +2245,333 @@ mod tests {
                 for j in i + 1..s.len() {
                     assert_ne!(c(&s[i], &s[j]), Ordering::Greater, "p{p} {:?} {:?}", s[i], s[j]);
                 }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Fast comparator vs the reference state machine
+    // ---------------------------------------------------------------
+
+    /// xorshift64*: a deterministic generator for the randomized tests.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// A random tree of valid names: few distinct components (so names share
+    /// prefixes, collide and duplicate), bytes around '/' (0x2f) in value,
+    /// entries for directories and the contents of some, in random order.
+    fn random_tree(rng: &mut Rng, n: usize) -> Vec<(Vec<u8>, bool)> {
+        const ALPHA: &[u8] = b"ab.-_/0\x01\x7f\xff.";
+        let mut comps: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..12 {
+            let len = 1 + rng.below(3);
+            let c: Vec<u8> = (0..len)
+                .map(|_| match ALPHA[rng.below(ALPHA.len())] {
+                    b'/' => b'0', // never in a component
+                    b => b,
+                })
+                .collect();
+            if c != b"." && c != b".." {
+                comps.push(c);
+            }
+        }
+        let mut out = Vec::new();
+        if rng.below(2) == 0 {
+            out.push((b".".to_vec(), true));
+        }
+        for _ in 0..n {
+            let depth = 1 + rng.below(4);
+            let mut name = Vec::new();
+            for d in 0..depth {
+                if d > 0 {
+                    name.push(b'/');
+                }
+                name.extend_from_slice(&comps[rng.below(comps.len())]);
+            }
+            let is_dir = rng.below(3) == 0;
+            out.push((name, is_dir));
+        }
+        // Some exact duplicates and same-name dir/file pairs.
+        for _ in 0..n / 8 {
+            let (nm, d) = out[rng.below(out.len())].clone();
+            let d = if rng.below(2) == 0 { d } else { !d };
+            out.push((nm, d));
+        }
+        // Shuffle (Fisher–Yates), but sometimes leave it nearly sorted.
+        if rng.below(3) != 0 {
+            for i in (1..out.len()).rev() {
+                let j = rng.below(i + 1);
+                out.swap(i, j);
+            }
+        }
+        out
+    }
+
+    fn ref_cmp(a: &FileEntry, b: &FileEntry, p: i32) -> Ordering {
+        name_cmp(&a.name, a.is_dir(), &b.name, b.is_dir(), p)
+    }
+
+    /// `sort_and_clean` as it was before the fast comparator (verbatim).
+    fn reference_sort_and_clean(received: Vec<FileEntry>, protocol: i32) -> (Vec<Option<FileEntry>>, Vec<usize>) {
+        let n = received.len();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        {
+            let mut tmp = Vec::with_capacity(n / 2 + 1);
+            let mut cmp = |x: u32, y: u32| ref_cmp(&received[x as usize], &received[y as usize], protocol);
+            merge_sort(&mut order, &mut tmp, &mut cmp);
+        }
+        // `order` is a permutation, so every slot is taken exactly once.
+        let mut all: Vec<Option<FileEntry>> = received.into_iter().map(Some).collect();
+        let mut sorted: Vec<FileEntry> = order.iter().filter_map(|&i| all[i as usize].take()).collect();
+        drop(all);
+        let n = sorted.len();
+        let dir_slots: Vec<usize> = (0..n).filter(|&k| sorted[k].is_dir()).collect();
+        if n == 0 {
+            return (Vec::new(), dir_slots);
+        }
+        // Tombstoned slots keep their names during the pass, so a binary search
+        // over [low, prev_i] still sees a sorted sequence.
+        let mut active = vec![true; n];
+        let mut low = 0usize;
+        let mut prev_i = 0usize;
+        for i in 1..n {
+            let j: Option<usize> = if ref_cmp(&sorted[i], &sorted[prev_i], protocol) == Ordering::Equal {
+                Some(prev_i)
+            } else if protocol >= 29 && sorted[i].is_dir() {
+                // Does this directory duplicate a non-directory earlier on?
+                reference_find_nondir(&sorted, &active, low, prev_i, &sorted[i].name, protocol)
+            } else {
+                None
+            };
+            let Some(j) = j else {
+                prev_i = i;
+                continue;
+            };
+            // Keep a directory over a non-directory (it may have contents in the
+            // list); otherwise keep the first one, merging vital dir flags.
+            let (keep, drop) = if sorted[i].is_dir() {
+                if !sorted[j].is_dir() {
+                    (i, j)
+                } else {
+                    let dropped_flags = sorted[i].flags;
+                    let kept = &mut sorted[j];
+                    kept.flags |= dropped_flags & (FLAG_TOP_DIR | FLAG_CONTENT_DIR);
+                    kept.flags &= dropped_flags | !FLAG_IMPLIED_DIR;
+                    (j, i)
+                }
+            } else {
+                (j, i)
+            };
+            active[drop] = false;
+            if keep == i {
+                if low == drop {
+                    let mut k = drop + 1;
+                    while k < i && !active[k] {
+                        k += 1;
+                    }
+                    low = k;
+                }
+                prev_i = i;
+            }
+        }
+        let slots = sorted.into_iter().zip(active).map(|(e, a)| if a { Some(e) } else { None }).collect();
+        (slots, dir_slots)
+    }
+
+    /// `flist_find` for a non-directory named `name` among active slots in
+    /// `[low, high]` (sorted; tombstoned slots still hold their names).
+    fn reference_find_nondir(sorted: &[FileEntry], active: &[bool], low: usize, high: usize, name: &[u8], protocol: i32) -> Option<usize> {
+        if low > high {
+            return None;
+        }
+        let range = low..high + 1;
+        let cmp_key = |k: usize| {
+            let e = &sorted[k];
+            name_cmp(&e.name, e.is_dir(), name, false, protocol)
+        };
+        // First index in range with cmp(slot, key) >= 0.
+        let (mut lo, mut hi) = (range.start, range.end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if cmp_key(mid) == Ordering::Less {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut k = lo;
+        while k < range.end && cmp_key(k) == Ordering::Equal {
+            if active[k] {
+                return Some(k);
+            }
+            k += 1;
+        }
+        None
+    }
+
+    /// The fast comparator agrees with the state machine on every pair, and
+    /// the fast sort + clean gives exactly the reference result (order of
+    /// equal entries, tombstones, merged flags, dir slots), on many trees.
+    #[test]
+    fn fast_order_matches_reference_on_random_trees() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..400 {
+            let n = 1 + rng.below(if round % 10 == 0 { 600 } else { 60 });
+            let tree = random_tree(&mut rng, n);
+            for (name, _) in &tree {
+                assert!(check_name_safe(name).is_ok(), "{:?}", escape_name(name));
+            }
+            for p in [27, 28, 29, 30, 31, 32] {
+                let entries: Vec<FileEntry> = tree
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (nm, d))| {
+                        let mut e = ent("x", *d);
+                        e.name = nm.clone();
+                        e.size = i as i64; // identity, to check equal entries' order
+                        e.flags = [0, FLAG_TOP_DIR, FLAG_CONTENT_DIR, FLAG_IMPLIED_DIR][rng.below(4)];
+                        e
+                    })
+                    .collect();
+                if round % 4 == 0 {
+                    for a in &entries {
+                        for b in &entries {
+                            assert_eq!(
+                                f_name_cmp(a, b, p),
+                                name_cmp(&a.name, a.is_dir(), &b.name, b.is_dir(), p),
+                                "p{p} {} (dir {}) vs {} (dir {})",
+                                escape_name(&a.name),
+                                a.is_dir(),
+                                escape_name(&b.name),
+                                b.is_dir()
+                            );
+                        }
+                    }
+                }
+                let fast = sort_and_clean(entries.clone(), p);
+                let reference = reference_sort_and_clean(entries, p);
+                assert_eq!(fast, reference, "round {round} p{p}");
+            }
+        }
+    }
+
+    /// Hand-picked corners of the fast comparator: the virtual trailing "/"
+    /// against real bytes just below and above '/', the root ".", prefixes.
+    #[test]
+    fn fast_order_corners() {
+        let names: &[(&[u8], bool)] = &[
+            (b".", true),
+            (b".", false),
+            (b"a", true),
+            (b"a", false),
+            (b"a.", true),
+            (b"a.", false),
+            (b"a0", true),
+            (b"a0", false),
+            (b"a/b", true),
+            (b"a/b", false),
+            (b"a/b/c", false),
+            (b"a/b/c", true),
+            (b"a-", false),
+            (b"a-/x", false),
+            (b"a/.b", true),
+            (b"a\xff", true),
+            (b"ab/c/d/e", false),
+            (b"ab/c/d", true),
+            (b"ab/c", false),
+        ];
+        for p in 27..=32 {
+            for a in names {
+                for b in names {
+                    let (ea, eb) = (FileEntry { name: a.0.to_vec(), ..ent("x", a.1) }, FileEntry { name: b.0.to_vec(), ..ent("x", b.1) });
+                    assert_eq!(
+                        f_name_cmp(&ea, &eb, p),
+                        name_cmp(a.0, a.1, b.0, b.1, p),
+                        "p{p} {:?} {:?}",
+                        a,
+                        b
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sorting time of a CPAN-like 200,000-entry list, fast vs reference
+    /// (`cargo test --release --lib sort_timing -- --ignored --nocapture`).
+    fn cpu_now() -> std::time::Duration {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    #[test]
+    #[ignore]
+    fn sort_timing() {
+        let mut rng = Rng(42);
+        let mut v: Vec<FileEntry> = Vec::new();
+        v.push(ent(".", true));
+        for a in 0..26u8 {
+            let l1 = format!("authors/id/{}", (b'A' + a) as char);
+            v.push(ent(&l1, true));
+            for b in 0..26u8 {
+                let l2 = format!("{l1}/{}{}", (b'A' + a) as char, (b'A' + b) as char);
+                v.push(ent(&l2, true));
+                for c in 0..6 {
+                    let l3 = format!("{l2}/{}{}AUTH{c}", (b'A' + a) as char, (b'A' + b) as char);
+                    v.push(ent(&l3, true));
+                    for f in 0..(rng.below(90) + 1) {
+                        v.push(ent(&format!("{l3}/Some-Module-Name-{f}.{}.tar.gz", rng.below(100)), false));
+                    }
+                }
+            }
+        }
+        eprintln!("{} entries", v.len());
+        for (what, input) in [("sender order", v.clone()), ("shuffled", {
+            let mut s = v.clone();
+            for i in (1..s.len()).rev() {
+                let j = rng.below(i + 1);
+                s.swap(i, j);
+            }
+            s
+        })] {
+            for p in [28, 31] {
+                // Best of 5: the machine is shared.
+                let best = |f: &dyn Fn(Vec<FileEntry>) -> (Vec<Option<FileEntry>>, Vec<usize>)| {
+                    (0..5)
+                        .map(|_| {
+                            let i = input.clone();
+                            let t = cpu_now();
+                            let r = f(i);
+                            let d = cpu_now() - t;
+                            drop(r);
+                            d
+                        })
+                        .min()
+                        .unwrap()
+                };
+                assert_eq!(sort_and_clean(input.clone(), p), reference_sort_and_clean(input.clone(), p));
+                let fast = best(&|i| sort_and_clean(i, p));
+                let slow = best(&|i| reference_sort_and_clean(i, p));
+                let order_only = (0..5)
+                    .map(|_| {
+                        let t = cpu_now();
+                        drop(sorted_order(&input, p));
+                        cpu_now() - t
+                    })
+                    .min()
+                    .unwrap();
+                eprintln!("{what}: fast {fast:?} (order alone {order_only:?}), reference {slow:?}");
             }
         }
     }
