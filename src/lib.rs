@@ -13,6 +13,7 @@ pub mod iim;
 pub mod metrics;
 pub mod plan;
 pub mod proto;
+pub mod publish;
 pub mod remote;
 pub mod recent;
 pub mod text;

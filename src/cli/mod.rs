@@ -4,8 +4,10 @@
 pub use crate::remote as url;
 
 mod iim;
+mod gen;
 mod probe;
 pub mod progress;
+mod publish_args;
 mod run;
 mod status;
 
@@ -82,6 +84,8 @@ pub enum Cmd {
         /// Print one JSON document at the end (counts, bytes, exit; changes with -i). See docs/json.md.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        publish: publish_args::PublishArgs,
     },
     /// Show what a sync would change, one itemized line per path; exit 0 if identical, 1 if not.
     #[command(after_help = "Example:\n  rmirror compare --json rsync://localhost/pub/ /srv/mirror/pub/")]
@@ -122,6 +126,12 @@ pub enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Write the man pages (rmirror.1, rmirror-COMMAND.1) into DIR.
+    #[command(hide = true, name = "gen-man")]
+    GenMan { dir: PathBuf },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -342,19 +352,29 @@ async fn shutdown_signal(hup_stops: bool) -> &'static str {
 async fn run(cli: Cli, sub: Option<ArgMatches>) -> Result<ExitCode, CliError> {
     match cli.cmd {
         Cmd::Ls { url, conn } => cmd_ls(&url, &conn).await,
-        Cmd::Sync { src, dest, conn, xfer, json } => {
+        Cmd::Sync { src, dest, conn, xfer, json, publish } => {
             let m = sub.ok_or_else(|| CliError::syntax("internal: no sub-matches"))?;
-            cmd_sync(&src, dest, &conn, &xfer, &m, if json { Mode::SyncJson } else { Mode::Sync }).await
+            cmd_sync(&src, dest, &conn, &xfer, &m, if json { Mode::SyncJson } else { Mode::Sync }, Some(&publish)).await
         }
         Cmd::Compare { src, dest, conn, xfer, json } => {
             let m = sub.ok_or_else(|| CliError::syntax("internal: no sub-matches"))?;
-            cmd_sync(&src, dest, &conn, &xfer, &m, if json { Mode::CompareJson } else { Mode::Compare }).await
+            cmd_sync(&src, dest, &conn, &xfer, &m, if json { Mode::CompareJson } else { Mode::Compare }, None).await
         }
         Cmd::Watch { src, dest, conn, watch } => watch::cmd_watch(&src, dest, &conn, &watch).await,
         Cmd::Run(a) => run::cmd_run(&a).await,
         Cmd::Status(a) => status::cmd_status(&a).await,
         Cmd::Probe(a) => probe::cmd_probe(&a).await,
         Cmd::Iim { .. } => Err(CliError::syntax("internal: iim runs before the runtime starts")),
+        Cmd::GenMan { dir } => {
+            for n in gen::gen_man(&dir)? {
+                say!("{}", dir.join(n).display());
+            }
+            Ok(ExitCode::Ok)
+        }
+        Cmd::Completions { shell } => {
+            gen::completions(shell);
+            Ok(ExitCode::Ok)
+        }
     }
 }
 
@@ -653,7 +673,7 @@ fn local_opts(x: &XferArgs, dry: bool) -> LocalOpts {
 }
 
 /// Build the filter list in command-line order (--exclude/--include/--filter/-from interleave).
-fn filters_in_order(m: &ArgMatches) -> Result<FilterList, CliError> {
+fn filters_in_order(m: &ArgMatches, first: &[String]) -> Result<FilterList, CliError> {
     let mut items: Vec<(usize, &str, String)> = Vec::new();
     for id in ["exclude", "include", "filter", "exclude_from", "include_from"] {
         if let (Some(idx), Some(vals)) = (m.indices_of(id), m.get_raw(id)) {
@@ -664,6 +684,9 @@ fn filters_in_order(m: &ArgMatches) -> Result<FilterList, CliError> {
     }
     items.sort_by_key(|(i, _, _)| *i);
     let mut fl = FilterList::new();
+    for r in first {
+        fl.add_rule(r).map_err(|e| CliError::syntax(e.to_string()))?;
+    }
     for (_, id, v) in items {
         let r = match id {
             "exclude" => fl.add_exclude(&v),
@@ -693,9 +716,16 @@ async fn cmd_sync(
     x: &XferArgs,
     m: &ArgMatches,
     mode: Mode,
+    publish: Option<&publish_args::PublishArgs>,
 ) -> Result<ExitCode, CliError> {
     let spec = url::parse(src).map_err(CliError::syntax)?;
-    let filters = filters_in_order(m)?;
+    // --write-trace/--write-recent: only for a real sync; their files stay out of the transfer
+    let publish = match publish {
+        Some(p) if mode.syncs() && !x.dry_run => p.config()?,
+        _ => None,
+    };
+    let first = publish.as_ref().map(|p| p.exclude_rules()).unwrap_or_default();
+    let filters = filters_in_order(m, &first)?;
     let checksum_choice = match &x.checksum_choice {
         Some(s) if s.eq_ignore_ascii_case("auto") => None,
         Some(s) => Some(
@@ -778,9 +808,18 @@ async fn cmd_sync(
         progress: (x.progress && !conn.quiet && mode == Mode::Sync).then(|| Mutex::new((0, 0, std::time::Instant::now()))),
         bar: progress::Bar::for_terminal(bar_kind, conn.quiet),
     });
-    let mon: Arc<dyn Monitor> = printer.clone();
+    let mut mon: Arc<dyn Monitor> = printer.clone();
+    let recorder = publish.as_ref().map(|_| publish_args::recorder(mon.clone()));
+    if let Some(r) = &recorder {
+        mon = r.clone();
+    }
     let started = std::time::Instant::now();
+    let started_at = std::time::SystemTime::now();
     let rep = crate::engine::pull::pull(&ps, mon).await;
+    let publish_err = match (&publish, &recorder) {
+        (Some(cfg), Some(r)) => publish_args::after_sync(&dest, cfg, r, src, started_at, &rep),
+        _ => None,
+    };
     if let Some(b) = &printer.bar {
         b.finish();
     }
@@ -789,6 +828,9 @@ async fn cmd_sync(
         say!("{}", sync_json(src, &dest, x, rep.as_ref(), &items, started.elapsed()));
     }
     let rep = rep.map_err(|e| CliError { msg: e.to_string(), code: e.exit_code() })?;
+    if let Some(e) = publish_err {
+        return Err(e);
+    }
     if x.stats && mode == Mode::Sync {
         say!("{}", progress::stats_text(&rep, started.elapsed()).trim_end_matches('\n'));
     }

@@ -55,6 +55,8 @@ pub struct WatchArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; a bare port binds loopback).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    #[command(flatten)]
+    pub publish: super::publish_args::PublishArgs,
 }
 
 /// `6h`, `1d`, `1W`, `90` (seconds), `90s`.
@@ -85,6 +87,30 @@ struct CliLogger {
     json: bool,
     /// `--metrics`: every pass and failure is recorded here.
     metrics: Option<Arc<crate::metrics::Registry>>,
+    /// `--write-trace`: (DEST, what to write, upstream URL), after every caught-up pass.
+    publish: Option<(PathBuf, crate::publish::PublishConfig, String)>,
+}
+
+impl CliLogger {
+    fn after_pass(&self, r: &PassReport) {
+        let Some((dest, cfg, upstream)) = &self.publish else { return };
+        if !r.complete {
+            return;
+        }
+        let ended = SystemTime::now();
+        let info = crate::publish::RunInfo {
+            started: ended.checked_sub(Duration::from_secs_f64(r.seconds.max(0.0))).unwrap_or(ended),
+            ended,
+            upstream: upstream.clone(),
+            trigger: "watch".into(),
+            bytes_received: r.bytes_received,
+            events: Vec::new(),
+            success: true,
+        };
+        if let Err(e) = crate::publish::after_run(dest, cfg, &info) {
+            self.log(Level::Error, &r.tree, &e);
+        }
+    }
 }
 
 /// Record a pass for `/metrics`: counts, duration, and the epochs that drive
@@ -146,6 +172,7 @@ impl WatchLogger for CliLogger {
         if let Some(m) = &self.metrics {
             record_pass(m, r);
         }
+        self.after_pass(r);
         if self.quiet || self.json {
             return;
         }
@@ -199,6 +226,12 @@ pub(super) async fn cmd_watch(src: &str, dest: PathBuf, conn: &ConnArgs, w: &Wat
     if w.json && !w.once {
         return Err(CliError::syntax("--json needs --once"));
     }
+    if w.publish.write_recent {
+        return Err(CliError::syntax(
+            "--write-recent is for `sync` and `run` from upstreams without RECENT files; `watch` already republishes the upstream's",
+        ));
+    }
+    let publish = w.publish.config()?.map(|c| (cfg.dest.clone(), c, src.to_string()));
     let metrics = match &w.metrics {
         Some(a) => {
             let addr = crate::metrics::parse_addr(a).map_err(CliError::syntax)?;
@@ -216,7 +249,7 @@ pub(super) async fn cmd_watch(src: &str, dest: PathBuf, conn: &ConnArgs, w: &Wat
         }
         None => None,
     };
-    let log = Arc::new(CliLogger { quiet: conn.quiet, verbose: conn.verbose, json: w.json, metrics: metrics.as_ref().map(|m| m.0.clone()) });
+    let log = Arc::new(CliLogger { quiet: conn.quiet, verbose: conn.verbose, json: w.json, metrics: metrics.as_ref().map(|m| m.0.clone()), publish });
     let summary = plan::watch(&cfg, log, plan::StopSignal::never()).await;
     if let Some((_, task)) = metrics {
         task.abort();

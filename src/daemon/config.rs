@@ -31,6 +31,11 @@
 //! after = "/usr/local/bin/trigger-downstream"   # env: RMIRROR_RESULT, _EXIT, _FILES, _BYTES, …
 //! on_failure = "mail -s \"$RMIRROR_JOB failed: $RMIRROR_MESSAGE\" root < /dev/null"
 //! # password_file = "/etc/rmirror/ius.secret"
+//! # For the mirrors below (see crate::publish), written after each successful run:
+//! trace = { host = "mirror.example.org", maintainer = "Admins <root@example.org>" }  # project/trace/<host>; or `trace = true`
+//! timestamp_file = "TIMESTAMP"      # epoch seconds
+//! mirror_yml = { path = "mirror.yml", mirrors = ["rsync://b.example/ius/"] }  # or .json; master: the upstream used
+//! write_recent = true              # RECENT-*.json of this tree, from what each run changed
 //!
 //! [[job]]
 //! name = "cpan"
@@ -130,6 +135,8 @@ pub struct JobConfig {
     pub late_publish: Vec<String>,
     pub hooks: Hooks,
     pub password_file: Option<PathBuf>,
+    /// What to leave in the tree for downstream mirrors after a run.
+    pub publish: crate::publish::PublishConfig,
     /// Line of the job's `name` key (for messages).
     pub line: usize,
 }
@@ -173,8 +180,61 @@ const JOB_KEYS: &[&str] = &[
     "name", "destination", "upstream", "upstreams", "discover", "strategy", "marker", "marker_format",
     "freshness", "max_age", "interval", "min_wait_ok", "min_wait_fail", "random_delay", "filter",
     "exclude", "include", "max_delete", "timeout", "wall_timeout", "contimeout", "late_publish",
-    "before", "after", "on_failure", "password_file",
+    "before", "after", "on_failure", "password_file", "trace", "timestamp_file", "mirror_yml", "write_recent",
 ];
+
+const TRACE_KEYS: &[&str] = &["host", "dir", "maintainer", "sponsor", "country", "location", "throughput"];
+const MIRROR_LIST_KEYS: &[&str] = &["path", "master", "mirrors"];
+
+/// `trace = true | { host, dir, maintainer, … }`.
+fn trace_config(v: &toml::Value) -> Result<Option<crate::publish::TraceConfig>, String> {
+    let mut t = crate::publish::TraceConfig::default();
+    match v {
+        toml::Value::Boolean(b) => return Ok(b.then_some(t)),
+        toml::Value::Table(tab) => {
+            for (k, x) in tab {
+                let s = x.as_str().ok_or_else(|| format!("`{k}` must be a string"))?.to_string();
+                match k.as_str() {
+                    "host" => t.host = Some(s),
+                    "dir" => t.dir = Some(s),
+                    other if TRACE_KEYS.contains(&other) => {
+                        let mut name = other.to_string();
+                        name[..1].make_ascii_uppercase();
+                        t.fields.push((name, s));
+                    }
+                    other => return Err(format!("unknown key `{other}` (known: {})", TRACE_KEYS.join(", "))),
+                }
+            }
+        }
+        other => return Err(format!("expected true or a table like {{ host = \"mirror.example.org\" }}, found {}", other.type_str())),
+    }
+    Ok(Some(t))
+}
+
+/// `mirror_yml = "mirror.yml" | { path, master, mirrors }`.
+fn mirror_list_config(v: &toml::Value) -> Result<crate::publish::MirrorListConfig, String> {
+    let mut m = crate::publish::MirrorListConfig::default();
+    match v {
+        toml::Value::String(s) => m.path = s.clone(),
+        toml::Value::Table(tab) => {
+            for (k, x) in tab {
+                match k.as_str() {
+                    "path" => m.path = x.as_str().ok_or("`path` must be a string")?.to_string(),
+                    "master" => m.master = Some(x.as_str().ok_or("`master` must be a string")?.to_string()),
+                    "mirrors" => {
+                        m.mirrors = x
+                            .as_array()
+                            .and_then(|a| a.iter().map(|u| u.as_str().map(str::to_string)).collect::<Option<Vec<_>>>())
+                            .ok_or("`mirrors` must be an array of strings")?
+                    }
+                    other => return Err(format!("unknown key `{other}` (known: {})", MIRROR_LIST_KEYS.join(", "))),
+                }
+            }
+        }
+        other => return Err(format!("expected a path or a table like {{ path = \"mirror.yml\" }}, found {}", other.type_str())),
+    }
+    Ok(m)
+}
 
 /// Parse `1d`, `2h30m`, `90s`, `15m`, `500ms`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -441,6 +501,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
         let mut late_publish = Vec::new();
         let mut hooks = Hooks::default();
         let mut password_file = None;
+        let mut publish = crate::publish::PublishConfig::default();
+        let mut publish_key: Option<Spanned<String>> = None;
         // `exclude`/`include` become rules before `filter` entries.
         let mut excl: Vec<(Spanned<String>, String)> = Vec::new();
         let mut incl: Vec<(Spanned<String>, String)> = Vec::new();
@@ -580,6 +642,33 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
                 "after" => hooks.after = cx.string(k, v),
                 "on_failure" => hooks.on_failure = cx.string(k, v),
                 "password_file" => password_file = cx.string(k, v).map(|s| abs(&s)),
+                "trace" => match trace_config(v.get_ref()) {
+                    Ok(t) => {
+                        publish.trace = t;
+                        publish_key = Some(k.clone());
+                    }
+                    Err(e) => cx.err(k.span(), key, e),
+                },
+                "timestamp_file" => {
+                    if let Some(s) = cx.string(k, v) {
+                        publish.timestamp_file = Some(s);
+                        publish_key = Some(k.clone());
+                    }
+                }
+                "mirror_yml" => match mirror_list_config(v.get_ref()) {
+                    Ok(m) => {
+                        publish.mirror_list = Some(m);
+                        publish_key = Some(k.clone());
+                    }
+                    Err(e) => cx.err(k.span(), key, e),
+                },
+                "write_recent" => match v.get_ref() {
+                    toml::Value::Boolean(b) => {
+                        publish.recent = *b;
+                        publish_key = Some(k.clone());
+                    }
+                    other => cx.err(k.span(), key, format!("expected true or false, found {}", other.type_str())),
+                },
                 other => cx.err(k.span(), other, suggest(other, JOB_KEYS)),
             }
         }
@@ -601,6 +690,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
             match fl.add_rule(r) {
                 Ok(()) => filters.push(r.clone()),
                 Err(e) => cx.err(k.span(), "filter", format!("{r:?}: {e}")),
+            }
+        }
+        if let Some(k) = &publish_key {
+            if let Err(e) = publish.validate() {
+                cx.err(k.span(), k.get_ref(), e);
             }
         }
         let label = name.clone().unwrap_or_else(|| format!("#{}", ji + 1));
@@ -659,6 +753,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
             late_publish,
             hooks,
             password_file,
+            publish,
             line: name_line,
         }));
     }
@@ -738,6 +833,23 @@ upstream = "rsync://h/b/"
         assert!(got.contains(&(13, "upstream")), "{errs:?}");
         assert!(errs.iter().any(|e| e.msg.contains("unknown strategy")), "{errs:?}");
         assert!(errs[0].msg.contains("max_parallel"), "{errs:?}");
+    }
+
+    #[test]
+    fn publish_keys() {
+        let t = "[[job]]\nname = \"a\"\ndestination = \"/tmp/a\"\nupstream = \"rsync://h/m/\"\ntrace = { host = \"m.example\", maintainer = \"Admins <a@example.org>\" }\ntimestamp_file = \"TIME\"\nmirror_yml = { path = \"mirror.json\", mirrors = [\"rsync://b/m/\"] }\nwrite_recent = true\n";
+        let c = parse(t, Path::new("/tmp/x.toml")).unwrap();
+        let p = &c.jobs[0].publish;
+        assert_eq!(p.trace.as_ref().unwrap().path(), "project/trace/m.example");
+        assert_eq!(p.trace.as_ref().unwrap().fields, vec![("Maintainer".to_string(), "Admins <a@example.org>".to_string())]);
+        assert_eq!(p.timestamp_file.as_deref(), Some("TIME"));
+        assert_eq!(p.mirror_list.as_ref().unwrap().path, "mirror.json");
+        assert!(p.recent);
+        let bad = "[[job]]\nname = \"a\"\ndestination = \"/tmp/a\"\nupstream = \"rsync://h/m/\"\ntrace = { hots = \"x\" }\ntimestamp_file = \"../up\"\nwrite_recent = 1\n";
+        let errs = parse(bad, Path::new("/tmp/x.toml")).unwrap_err();
+        let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert!(got.contains(&(5, "trace")) && got.contains(&(7, "write_recent")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.msg.contains("..")), "{errs:?}");
     }
 
     #[test]

@@ -264,7 +264,12 @@ pub fn write_scoreboard(status: &StatusStore, reg: &crate::metrics::Registry) {
 }
 
 /// Try the upstreams in order, failing over when one fails mid-way.
-async fn attempts(job: Arc<JobConfig>, paths: &Paths, password: Option<Vec<u8>>) -> (Result<RunResult, JobError>, Option<String>) {
+async fn attempts(
+    job: Arc<JobConfig>,
+    paths: &Paths,
+    password: Option<Vec<u8>>,
+    recorder: Option<Arc<crate::publish::Recorder>>,
+) -> (Result<RunResult, JobError>, Option<String>) {
     let planner = match planner_for(&job.strategy) {
         Ok(p) => p,
         Err(e) => return (Err(JobError::local(e, ExitCode::Unsupported)), None),
@@ -282,7 +287,10 @@ async fn attempts(job: Arc<JobConfig>, paths: &Paths, password: Option<Vec<u8>>)
             password: password.clone(),
             staging: paths.staging.join("marker"),
             prefetched_marker: pre,
-            monitor: Arc::new(JobMonitor { job: job.name.clone() }),
+            monitor: match &recorder {
+                Some(r) => r.clone(),
+                None => Arc::new(JobMonitor { job: job.name.clone() }),
+            },
         };
         log(&job.name, &format!("{} from {up}", job.strategy.as_str()));
         match planner.run(&ctx).await {
@@ -400,7 +408,10 @@ pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>
             Ok(p) => p,
             Err(e) => return JobRun { state: RunState::Failed, exit: ExitCode::Syntax, result: None, upstream: None, message: e },
         };
-        let fut = attempts(job.clone(), &paths, password);
+        // the cascade writers record what the run changes (crate::publish)
+        let recorder = (!job.publish.is_empty())
+            .then(|| Arc::new(crate::publish::Recorder::new(Arc::new(JobMonitor { job: job.name.clone() }))));
+        let fut = attempts(job.clone(), &paths, password, recorder.clone());
         let (r, up) = match job.wall_timeout {
             Some(w) => match tokio::time::timeout(w, fut).await {
                 Ok(x) => x,
@@ -411,6 +422,31 @@ pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>
             },
             None => fut.await,
         };
+        if let Some(rec) = &recorder {
+            let info = crate::publish::RunInfo {
+                started: UNIX_EPOCH + Duration::from_secs_f64(start),
+                ended: SystemTime::now(),
+                upstream: up.clone().unwrap_or_default(),
+                trigger: "run".into(),
+                bytes_received: r.as_ref().map_or(0, |x| x.bytes),
+                events: rec.take(),
+                success: r.is_ok(),
+            };
+            if rec.skipped() > 0 {
+                log(&job.name, &format!("{} changed names are not UTF-8 and are not in the RECENT files", rec.skipped()));
+            }
+            match crate::publish::after_run(&job.destination, &job.publish, &info) {
+                Ok(p) => {
+                    if let Some(why) = &p.new_chain {
+                        log(&job.name, &format!("started a new RECENT chain ({why})"));
+                    }
+                }
+                Err(e) if r.is_ok() => {
+                    return JobRun { state: RunState::Failed, exit: ExitCode::FileIo, result: None, upstream: up, message: e };
+                }
+                Err(e) => log(&job.name, &e),
+            }
+        }
         match r {
             Ok(rr) => JobRun {
                 state: if rr.outcome == Outcome::Unchanged { RunState::Unchanged } else { RunState::Ok },

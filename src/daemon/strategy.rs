@@ -237,7 +237,9 @@ async fn sync_tree(ctx: &RunCtx, hold_back: &[String], total: &mut RunResult) ->
     let src = remote_at(&ctx.upstream)?;
     std::fs::create_dir_all(&job.destination)
         .map_err(|e| JobError::local(format!("cannot create {}: {e}", job.destination.display()), ExitCode::FileIo))?;
-    let first: Vec<String> = hold_back.iter().map(|p| format!("- /{}", p.trim_start_matches('/'))).collect();
+    let mut first: Vec<String> = hold_back.iter().map(|p| format!("- /{}", p.trim_start_matches('/'))).collect();
+    // files the job writes itself for the mirrors below (crate::publish)
+    first.extend(job.publish.exclude_rules());
     let mut ps = base_spec(job, src, &job.destination, ctx.password.clone());
     ps.delete = true;
     ps.max_delete = job.max_delete;
