@@ -329,21 +329,6 @@ const BUILTIN_TEMPLATE: &str = r#"<!DOCTYPE html>
 </table></body></html>
 "#;
 
-fn html_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
 /// Substitute `{{name}}`; unknown names are left as they are.
 fn render_template(t: &str, vars: &BTreeMap<&'static str, String>) -> String {
     let mut out = String::with_capacity(t.len() + 256);
@@ -355,7 +340,7 @@ fn render_template(t: &str, vars: &BTreeMap<&'static str, String>) -> String {
             Some(j) if j <= 64 => {
                 let key = after[..j].trim();
                 match vars.get(key) {
-                    Some(v) => out.push_str(&html_escape(v)),
+                    Some(v) => out.push_str(&crate::text::escape_html(v)),
                     None => out.push_str(&rest[i..i + 2 + j + 2]),
                 }
                 rest = &after[j + 2..];

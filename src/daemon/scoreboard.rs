@@ -17,21 +17,7 @@ pub fn path_for(status_file: &Path) -> PathBuf {
 }
 
 /// Escape text for HTML element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c if c.is_control() && c != '\n' && c != '\t' => o.push('\u{fffd}'),
-            c => o.push(c),
-        }
-    }
-    o
-}
+pub use crate::text::escape_html as escape;
 
 /// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
 pub fn human_secs(s: f64) -> String {
