@@ -51,7 +51,7 @@ fn check_recent_files(a: &Path) -> Vec<String> {
         let name = format!("RECENT-{iv}.json");
         let data = std::fs::read(a.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let rf = rmirror::recent::parse_recent(&data, &name).unwrap_or_else(|e| panic!("{name} is not valid: {e}"));
-        assert_eq!(rf.meta.dirtymark.is_some(), true, "{name} has no dirtymark");
+        assert!(rf.meta.dirtymark.is_some(), "{name} has no dirtymark");
         for w in rf.events.windows(2) {
             assert!(w[0].epoch > w[1].epoch, "{name}: epochs not strictly decreasing");
         }
@@ -153,7 +153,7 @@ fn b_converges_within_one_pass_of_a_without_upstream_recent_files() {
         let other = files_in(u, &dirs[round * 5 + 1]);
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(u.join(&other[0]), std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::os::unix::fs::symlink(&files[0].rsplit('/').next().unwrap().to_string(), u.join(format!("{victim_dir}/LATEST-{round}"))).unwrap();
+        std::os::unix::fs::symlink(files[0].rsplit('/').next().unwrap(), u.join(format!("{victim_dir}/LATEST-{round}"))).unwrap();
         std::fs::remove_dir_all(u.join(&dirs[round * 5 + 2])).unwrap();
         std::fs::write(u.join("modules/02packages.details.txt.gz"), format!("index of round {round}")).unwrap();
 

@@ -54,6 +54,19 @@ pub fn completions(shell: clap_complete::Shell) {
     clap_complete::generate(shell, &mut cmd, "rmirror", &mut out);
 }
 
+/// `-h/--help` with the common options (the rest are `hide_short_help`),
+/// `--help-all` with every one, for commands whose full list is longer than a
+/// screen (`sync`, `compare`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct HelpArgs {
+    /// Print help (common options; --help-all for all).
+    #[arg(short = 'h', long = "help", action = clap::ArgAction::HelpShort)]
+    help: Option<bool>,
+    /// Print help with every option.
+    #[arg(long = "help-all", action = clap::ArgAction::HelpLong)]
+    help_all: Option<bool>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,10 +73,12 @@ pub enum Cmd {
         conn: ConnArgs,
     },
     /// Pull a tree from an rsync daemon into DEST (default -rlptH).
-    #[command(after_help = "Example:\n  rmirror sync -i --delete rsync://localhost/pub/ /srv/mirror/pub/")]
+    #[command(disable_help_flag = true, after_help = "Example:\n  rmirror sync -i --delete rsync://localhost/pub/ /srv/mirror/pub/\n\n--help-all lists every option.")]
     Sync {
         src: String,
         dest: PathBuf,
+        #[command(flatten)]
+        help: gen::HelpArgs,
         #[command(flatten)]
         conn: ConnArgs,
         #[command(flatten)]
@@ -88,10 +90,12 @@ pub enum Cmd {
         publish: publish_args::PublishArgs,
     },
     /// Show what a sync would change, one itemized line per path; exit 0 if identical, 1 if not.
-    #[command(after_help = "Example:\n  rmirror compare --json rsync://localhost/pub/ /srv/mirror/pub/")]
+    #[command(disable_help_flag = true, after_help = "Example:\n  rmirror compare --json rsync://localhost/pub/ /srv/mirror/pub/\n\n--help-all lists every option.")]
     Compare {
         src: String,
         dest: PathBuf,
+        #[command(flatten)]
+        help: gen::HelpArgs,
         #[command(flatten)]
         conn: ConnArgs,
         #[command(flatten)]
@@ -114,6 +118,7 @@ pub enum Cmd {
     #[command(after_help = "Examples:\n  rmirror run --check -c /etc/rmirror/mirrors.toml\n  rmirror run -c mirrors.toml --once --only cpan")]
     Run(run::RunArgs),
     /// Show the jobs' last runs and next due times from the status file.
+    #[command(after_help = "Example:\n  rmirror status -c /etc/rmirror/mirrors.toml --json")]
     Status(status::StatusArgs),
     /// Rank candidate upstreams by freshness signal and latency.
     #[command(after_help = "Example:\n  rmirror probe rsync://a.example/cpan/ rsync://b.example/cpan/")]
@@ -175,16 +180,16 @@ pub struct XferArgs {
     #[arg(short = 'H', long, hide = true)]
     pub hard_links: bool,
     /// Do not preserve hard links.
-    #[arg(long)]
+    #[arg(long, hide_short_help = true)]
     pub no_hard_links: bool,
     /// Preserve owner (root only).
-    #[arg(short = 'o', long)]
+    #[arg(short = 'o', long, hide_short_help = true)]
     pub owner: bool,
     /// Preserve group (root only).
-    #[arg(short = 'g', long)]
+    #[arg(short = 'g', long, hide_short_help = true)]
     pub group: bool,
     /// Preserve devices and specials (root only).
-    #[arg(short = 'D')]
+    #[arg(short = 'D', hide_short_help = true)]
     pub devices: bool,
     /// Delete extraneous files from DEST (after the transfer).
     #[arg(long)]
@@ -205,16 +210,16 @@ pub struct XferArgs {
     #[arg(long, value_name = "PATTERN", allow_hyphen_values = true)]
     pub include: Vec<String>,
     /// Read exclude patterns from FILE.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
     pub exclude_from: Vec<PathBuf>,
     /// Read include patterns from FILE.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
     pub include_from: Vec<PathBuf>,
     /// Add a file-filtering RULE.
     #[arg(short = 'f', long, value_name = "RULE", allow_hyphen_values = true)]
     pub filter: Vec<String>,
     /// Read the list of source names from FILE.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
     pub files_from: Option<PathBuf>,
     /// Skip based on checksum, not mod-time & size.
     #[arg(short = 'c', long)]
@@ -223,16 +228,16 @@ pub struct XferArgs {
     #[arg(short = 'z', long)]
     pub compress: bool,
     /// Choose the checksum algorithm (xxh128, xxh3, xxh64, md5, md4).
-    #[arg(long, value_name = "STR")]
+    #[arg(long, value_name = "STR", hide_short_help = true)]
     pub checksum_choice: Option<String>,
     /// Choose the compression algorithm (zstd, zlibx, zlib).
-    #[arg(long, value_name = "STR")]
+    #[arg(long, value_name = "STR", hide_short_help = true)]
     pub compress_choice: Option<String>,
     /// Limit socket I/O bandwidth (KiB/s, applied by the server).
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", hide_short_help = true)]
     pub bwlimit: Option<u32>,
     /// Don't map uid/gid values by user/group name.
-    #[arg(long)]
+    #[arg(long, hide_short_help = true)]
     pub numeric_ids: bool,
     /// Give some file-transfer stats.
     #[arg(long)]
@@ -241,16 +246,16 @@ pub struct XferArgs {
     #[arg(long)]
     pub progress: bool,
     /// Receive the whole file list before transferring (no incremental recursion).
-    #[arg(long = "no-inc-recursive", visible_alias = "no-i-r")]
+    #[arg(long = "no-inc-recursive", visible_alias = "no-i-r", hide_short_help = true)]
     pub no_inc_recursive: bool,
     /// Remote shell for host:path sources (default ssh; also RSYNC_RSH).
     #[arg(short = 'e', long = "rsh", value_name = "COMMAND")]
     pub rsh: Option<String>,
     /// Program to run on the remote side (default rsync).
-    #[arg(long, value_name = "PROGRAM")]
+    #[arg(long, value_name = "PROGRAM", hide_short_help = true)]
     pub rsync_path: Option<String>,
     /// Force a fixed checksum block-size.
-    #[arg(short = 'B', long, value_name = "SIZE")]
+    #[arg(short = 'B', long, value_name = "SIZE", hide_short_help = true)]
     pub block_size: Option<u32>,
 }
 
@@ -352,11 +357,11 @@ async fn shutdown_signal(hup_stops: bool) -> &'static str {
 async fn run(cli: Cli, sub: Option<ArgMatches>) -> Result<ExitCode, CliError> {
     match cli.cmd {
         Cmd::Ls { url, conn } => cmd_ls(&url, &conn).await,
-        Cmd::Sync { src, dest, conn, xfer, json, publish } => {
+        Cmd::Sync { src, dest, conn, xfer, json, publish, .. } => {
             let m = sub.ok_or_else(|| CliError::syntax("internal: no sub-matches"))?;
             cmd_sync(&src, dest, &conn, &xfer, &m, if json { Mode::SyncJson } else { Mode::Sync }, Some(&publish)).await
         }
-        Cmd::Compare { src, dest, conn, xfer, json } => {
+        Cmd::Compare { src, dest, conn, xfer, json, .. } => {
             let m = sub.ok_or_else(|| CliError::syntax("internal: no sub-matches"))?;
             cmd_sync(&src, dest, &conn, &xfer, &m, if json { Mode::CompareJson } else { Mode::Compare }, None).await
         }
