@@ -282,20 +282,6 @@ fn secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// Days since the epoch → (year, month, day).
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
 const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
@@ -303,7 +289,7 @@ const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Au
 pub fn date_u(t: i64) -> String {
     let days = t.div_euclid(86_400);
     let s = t.rem_euclid(86_400);
-    let (y, m, d) = civil(days);
+    let (y, m, d) = crate::text::civil_from_days(days);
     format!(
         "{} {} {:>2} {:02}:{:02}:{:02} UTC {y}",
         DAYS[days.rem_euclid(7) as usize],
@@ -319,7 +305,7 @@ pub fn date_u(t: i64) -> String {
 pub fn rfc822(t: i64) -> String {
     let days = t.div_euclid(86_400);
     let s = t.rem_euclid(86_400);
-    let (y, m, d) = civil(days);
+    let (y, m, d) = crate::text::civil_from_days(days);
     format!(
         "{}, {:02} {} {y} {:02}:{:02}:{:02} +0000",
         DAYS[days.rem_euclid(7) as usize],
@@ -333,7 +319,7 @@ pub fn rfc822(t: i64) -> String {
 
 /// The next `YYYYMMDDNN` serial after `prev` for a run ending at `t`.
 pub fn next_serial(prev: Option<&str>, t: i64) -> String {
-    let (y, m, d) = civil(t.div_euclid(86_400));
+    let (y, m, d) = crate::text::civil_from_days(t.div_euclid(86_400));
     let today = format!("{y:04}{m:02}{d:02}");
     match prev.and_then(|p| p.trim().parse::<u64>().ok()) {
         Some(p) if p.to_string().starts_with(&today) => (p + 1).to_string(),
