@@ -238,7 +238,7 @@ name = "bad"
 destination = "dest/bad"
 upstreams = ["rsync://127.0.0.1:1/m/"]
 interval = "5 parsecs"
-strategy = "recent"
+strategy = "telepathy"
 max_delet = 10
 
 [[job]]
@@ -255,7 +255,7 @@ strategy = "fast"
         let want = format!("line {line}: key `{key}`");
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
-    assert!(err.contains("not available yet"), "{err}");
+    assert!(err.contains("unknown strategy \"telepathy\""), "{err}");
     assert!(err.contains("did you mean `max_delete`"), "{err}");
     // A syntax error names its line too.
     let cfg2 = write_cfg(t.path(), "[[job]]\nname = \"x\"\ndestination = \n");
