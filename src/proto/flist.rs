@@ -2516,7 +2516,7 @@ mod tests {
     }
 
     #[test]
-    #[ignore]
+    #[ignore = "timing probe, prints numbers only; run: cargo test --release --lib sort_timing -- --ignored --nocapture"]
     fn sort_timing() {
         let mut rng = Rng(42);
         let mut v: Vec<FileEntry> = Vec::new();
