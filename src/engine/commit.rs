@@ -98,14 +98,9 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
-/// Rename staged temps into place, in list order; paths matching `late` go
-/// after all others (and after hard links, when the caller orders it so).
-pub fn publish(ctx: &Ctx, staged: &mut Vec<Staged>, rep: &mut CommitReport) {
-    publish_filtered(ctx, staged, rep, &LatePublish::default(), false);
-}
-
-/// Publish either the ordinary staged paths (`late_pass = false`) or only
-/// those matching `late` (`late_pass = true`).
+/// Rename staged temps into place, in list order: either the ordinary staged
+/// paths (`late_pass = false`) or only those matching `late` (`late_pass =
+/// true`), which the caller publishes after everything else.
 pub fn publish_filtered(
     ctx: &Ctx,
     staged: &mut Vec<Staged>,

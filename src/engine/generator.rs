@@ -476,14 +476,10 @@ pub fn basis_sums(
 }
 
 /// Whole-file checksum of a local file as the `-c` list carries it.
-fn local_file_checksum(dir: &dest::DirHandle, base: &[u8], kind: CsumType, protocol: i32) -> std::io::Result<Vec<u8>> {
+fn local_file_checksum(dir: &dest::DirHandle, base: &[u8], kind: CsumType) -> std::io::Result<Vec<u8>> {
     let mut f = dir.open_read(base)?;
-    let params = SumParams { kind, seed: 0, proper_seed_order: true };
-    let mut h = if protocol < 30 && kind == CsumType::Md4Old {
-        FileHasher::new_unseeded(CsumType::Md4)
-    } else {
-        FileHasher::new_unseeded(params.kind)
-    };
+    // The implied pre-30 MD4 (the only case that yields Md4Old) sums -c lists unseeded.
+    let mut h = FileHasher::new_unseeded(if kind == CsumType::Md4Old { CsumType::Md4 } else { kind });
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = f.read(&mut buf)?;
@@ -653,7 +649,7 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
             let up_to_date = if ctx.opts.checksum {
                 !size_differs
                     && match &e.checksum {
-                        Some(sum) => local_file_checksum(&dir, base, ctx.sums.kind, ctx.protocol)? == *sum,
+                        Some(sum) => local_file_checksum(&dir, base, ctx.sums.kind)? == *sum,
                         None => false,
                     }
             } else {
