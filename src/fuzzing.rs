@@ -38,6 +38,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("recent", recent),
     ("iim_config", iim_config),
     ("filter_rules", filter_rules),
+    ("toml_config", toml_config),
+    ("mirror_signal", mirror_signal),
 ];
 
 /// Look a target up by name.
@@ -1016,4 +1018,34 @@ pub fn filter_rules(data: &[u8]) {
             let _ = crate::filter::wildmatch(p, t);
         }
     }
+}
+
+/// The jobs runner's TOML configuration (`run -c mirrors.toml`). Relative
+/// paths resolve against a directory that does not exist, so nothing on the
+/// disk is read.
+pub fn toml_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = std::path::Path::new("/nonexistent-rmirror-fuzz/mirrors.toml");
+    let _ = crate::daemon::config::parse(text, path);
+}
+
+/// Upstream freshness signals: `mirror.yml`, `mirror.json`, RECENT, Debian
+/// trace files and plain markers. The first byte picks the kind and whether
+/// an mtime is known.
+pub fn mirror_signal(data: &[u8]) {
+    use crate::daemon::probe::{parse_signal, SignalKind};
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let (kind, name) = match sel % 5 {
+        0 => (SignalKind::MirrorYaml, "mirror.yml"),
+        1 => (SignalKind::MirrorJson, "mirror.json"),
+        2 => (SignalKind::Recent, "RECENT-1h.json"),
+        3 => (SignalKind::Trace, "project/trace/master"),
+        _ => (SignalKind::Marker, "CURRENT"),
+    };
+    let mtime = (sel & 0x80 != 0).then_some(1_700_000_000);
+    let _ = parse_signal(kind, name, rest, mtime);
 }

@@ -559,11 +559,42 @@ somekey part1\n  part2\n+ part3\n. part4\n"
     );
 }
 
+fn config_seeds(seeds: &mut Seeds) {
+    add(
+        seeds,
+        "toml_config",
+        "example",
+        std::fs::read(root().join("contrib/mirrors.toml")).expect("contrib/mirrors.toml"),
+    );
+    add(
+        seeds,
+        "mirror_signal",
+        "yml",
+        b"\x00---\nname: CPAN\ntimestamp: 2026-11-01T10:00:00Z\nmaster:\n  - uri: rsync://up.example.org/CPAN/\nmirrors:\n  - uri: rsync://a.example.org/CPAN/\n  - http://b.example.org/CPAN/\n"
+            .to_vec(),
+    );
+    add(
+        seeds,
+        "mirror_signal",
+        "json",
+        br#"\x01{"timestamp":"2026-11-01T10:00:00Z","master":"rsync://up.example.org/CPAN/","mirrors":["rsync://a.example.org/CPAN/"]}"#
+            .to_vec(),
+    );
+    add(
+        seeds,
+        "mirror_signal",
+        "trace",
+        b"\x03Mon Nov  2 10:00:00 UTC 2026\nDate: Mon, 02 Nov 2026 10:00:00 +0000\nArchive serial: 2026110201\n".to_vec(),
+    );
+    add(seeds, "mirror_signal", "marker", b"\x841762077600\n".to_vec());
+}
+
 /// Every seed, keyed by (target, file name).
 fn seeds() -> Seeds {
     let mut s = Seeds::new();
     fixture_seeds(&mut s);
     handwritten_seeds(&mut s);
+    config_seeds(&mut s);
     let targets: BTreeSet<&str> = s.keys().map(|(t, _)| t.as_str()).collect();
     for (t, _) in TARGETS {
         assert!(targets.contains(t), "no seed derived for target {t}");
