@@ -1,7 +1,21 @@
 //! The destination tree, confined: every filesystem effect goes through a held
-//! directory handle and `*at` system calls, walking one component at a time with
-//! `O_NOFOLLOW`, so neither a hostile server nor a local process swapping a
-//! directory for a symlink can make rmirror write outside DEST.
+//! directory handle and `*at` system calls on single names, so neither a
+//! hostile server nor a local process swapping a directory for a symlink can
+//! make rmirror write outside DEST.
+//!
+//! Directories are reached from a held handle in one of two ways, both of
+//! which refuse a symlink or a non-directory at any component:
+//! * `openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+//!   RESOLVE_NO_MAGICLINKS` (Linux 5.6+): the kernel resolves the whole
+//!   relative path in one call and fails rather than leave the starting
+//!   directory or cross any symlink;
+//! * otherwise a walk, one component at a time, each opened with
+//!   `O_NOFOLLOW | O_DIRECTORY` below the previous one.
+//!
+//! The first `openat2` that fails with `ENOSYS` switches the process to the
+//! walk for good ([`Probe`]); `RMIRROR_NO_OPENAT2=1` forces the walk from the
+//! start (for comparing the two, and for kernels whose seccomp filter answers
+//! something else than `ENOSYS`).
 //!
 //! Paths handed in are wire names (raw bytes, `/`-separated, relative). They
 //! are validated again here ([`check_rel`]) even though the file-list decoder
@@ -9,12 +23,13 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 /// Prefix of the hidden temp files rmirror writes next to their final names.
@@ -70,8 +85,130 @@ fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
 }
 
+/// A single name inside a held directory. [`DirHandle`] operations act on one
+/// component only: a `/` in `name` would let the kernel follow a symlink in
+/// an intermediate component, so it is refused (callers split paths with
+/// [`DirCache::parent_of`] or [`split_parent`] and resolve the parent through
+/// the confined lookup first).
+fn one(name: &[u8]) -> io::Result<&OsStr> {
+    if name.contains(&b'/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("internal error: {:?} is not a single path component", crate::text::escape_name(name)),
+        ));
+    }
+    Ok(os(name))
+}
+
 fn errno_io(e: Errno) -> io::Error {
     io::Error::from(e)
+}
+
+/// The error for a symlink (or non-directory) met where a real directory or
+/// file had to be: named after the whole path `full` being resolved.
+fn symlink_refused(full: &[u8]) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("refusing to write through a symlink or non-directory at {:?}", crate::text::escape_name(full)),
+    )
+}
+
+const UNKNOWN: u8 = 0;
+const AVAILABLE: u8 = 1;
+const UNAVAILABLE: u8 = 2;
+
+/// Whether `fchmodat2` exists (decided by its first `ENOSYS`).
+static FCHMODAT2: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// Whether `openat2` can be used: unknown until the first call, then kept,
+/// so a kernel without it costs one failed system call per process.
+pub struct Probe {
+    state: AtomicU8,
+    /// Test hook: answer `ENOSYS` as an old kernel would.
+    #[cfg(test)]
+    fake_enosys: bool,
+    /// Test hook: `openat2` calls attempted.
+    #[cfg(test)]
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+static OPENAT2: Probe = Probe {
+    state: AtomicU8::new(UNKNOWN),
+    #[cfg(test)]
+    fake_enosys: false,
+    #[cfg(test)]
+    calls: std::sync::atomic::AtomicUsize::new(0),
+};
+static OPENAT2_ENV: std::sync::Once = std::sync::Once::new();
+
+impl Probe {
+    /// The process-wide probe (`RMIRROR_NO_OPENAT2=1` starts it as unavailable).
+    fn global() -> &'static Probe {
+        OPENAT2_ENV.call_once(|| {
+            if std::env::var_os("RMIRROR_NO_OPENAT2").is_some_and(|v| !v.is_empty() && v != "0") {
+                OPENAT2.state.store(UNAVAILABLE, Ordering::Relaxed);
+            }
+        });
+        &OPENAT2
+    }
+
+    /// True once `openat2` is known not to work (the walk is used).
+    pub fn walking(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == UNAVAILABLE
+    }
+
+    #[cfg(test)]
+    fn leaked(state: u8, fake_enosys: bool) -> &'static Probe {
+        Box::leak(Box::new(Probe { state: AtomicU8::new(state), fake_enosys, calls: Default::default() }))
+    }
+
+    #[cfg(test)]
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// Open the directory `rel` (checked by [`check_rel`], not empty) below
+/// `base` in one `openat2` call that the kernel confines beneath `base` and
+/// that fails on any symlink (or magic link) component. `Ok(None)`: openat2
+/// is unavailable here (now or earlier), or the kernel saw a concurrent
+/// rename (`EAGAIN`); the caller walks instead, which is just as safe.
+fn open_beneath(probe: &Probe, base: &DirHandle, rel: &[u8], full: &[u8]) -> io::Result<Option<DirHandle>> {
+    if probe.state.load(Ordering::Relaxed) == UNAVAILABLE {
+        return Ok(None);
+    }
+    #[cfg(test)]
+    probe.calls.fetch_add(1, Ordering::Relaxed);
+    let call = || {
+        rfs::openat2(
+            base.fd(),
+            os(rel),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    #[cfg(test)]
+    let r = if probe.fake_enosys { Err(Errno::NOSYS) } else { call() };
+    #[cfg(not(test))]
+    let r = call();
+    match r {
+        Ok(fd) => {
+            if probe.state.load(Ordering::Relaxed) == UNKNOWN {
+                probe.state.store(AVAILABLE, Ordering::Relaxed);
+            }
+            Ok(Some(DirHandle { fd: Arc::new(fd) }))
+        }
+        Err(Errno::NOSYS) => {
+            probe.state.store(UNAVAILABLE, Ordering::Relaxed);
+            tracing::debug!("openat2 is not available (ENOSYS): resolving DEST paths one component at a time");
+            Ok(None)
+        }
+        Err(Errno::AGAIN) => Ok(None),
+        // ELOOP: a symlink component; ENOTDIR: a non-directory; EXDEV: an escape.
+        Err(Errno::LOOP | Errno::NOTDIR | Errno::XDEV) => Err(symlink_refused(full)),
+        Err(e) => Err(errno_io(e)),
+    }
 }
 
 /// What is at a path, without following a final symlink.
@@ -133,7 +270,7 @@ impl DirHandle {
     }
 
     pub fn stat(&self, name: &[u8]) -> io::Result<Option<Meta>> {
-        match rfs::statat(self.fd(), os(name), AtFlags::SYMLINK_NOFOLLOW) {
+        match rfs::statat(self.fd(), one(name)?, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(meta_from(&st))),
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(errno_io(e)),
@@ -144,7 +281,7 @@ impl DirHandle {
     pub fn open_read(&self, name: &[u8]) -> io::Result<std::fs::File> {
         let fd = rfs::openat(
             self.fd(),
-            os(name),
+            one(name)?,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
             Mode::empty(),
         )
@@ -161,7 +298,7 @@ impl DirHandle {
     pub fn create_excl(&self, name: &[u8]) -> io::Result<std::fs::File> {
         let fd = rfs::openat(
             self.fd(),
-            os(name),
+            one(name)?,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
@@ -170,40 +307,40 @@ impl DirHandle {
     }
 
     pub fn mkdir(&self, name: &[u8], mode: u32) -> io::Result<()> {
-        rfs::mkdirat(self.fd(), os(name), Mode::from_raw_mode(mode as _)).map_err(errno_io)
+        rfs::mkdirat(self.fd(), one(name)?, Mode::from_raw_mode(mode as _)).map_err(errno_io)
     }
 
     pub fn symlink(&self, target: &[u8], name: &[u8]) -> io::Result<()> {
-        rfs::symlinkat(os(target), self.fd(), os(name)).map_err(errno_io)
+        rfs::symlinkat(os(target), self.fd(), one(name)?).map_err(errno_io)
     }
 
     pub fn readlink(&self, name: &[u8]) -> io::Result<Vec<u8>> {
-        let t = rfs::readlinkat(self.fd(), os(name), Vec::new()).map_err(errno_io)?;
+        let t = rfs::readlinkat(self.fd(), one(name)?, Vec::new()).map_err(errno_io)?;
         Ok(t.into_bytes())
     }
 
     pub fn rename(&self, from: &[u8], to_dir: &DirHandle, to: &[u8]) -> io::Result<()> {
-        rfs::renameat(self.fd(), os(from), to_dir.fd(), os(to)).map_err(errno_io)
+        rfs::renameat(self.fd(), one(from)?, to_dir.fd(), one(to)?).map_err(errno_io)
     }
 
     /// Hard-link `from` (in this dir) as `to` in `to_dir`; never follows a symlink.
     pub fn link(&self, from: &[u8], to_dir: &DirHandle, to: &[u8]) -> io::Result<()> {
-        rfs::linkat(self.fd(), os(from), to_dir.fd(), os(to), AtFlags::empty()).map_err(errno_io)
+        rfs::linkat(self.fd(), one(from)?, to_dir.fd(), one(to)?, AtFlags::empty()).map_err(errno_io)
     }
 
     pub fn unlink(&self, name: &[u8]) -> io::Result<()> {
-        rfs::unlinkat(self.fd(), os(name), AtFlags::empty()).map_err(errno_io)
+        rfs::unlinkat(self.fd(), one(name)?, AtFlags::empty()).map_err(errno_io)
     }
 
     pub fn rmdir(&self, name: &[u8]) -> io::Result<()> {
-        rfs::unlinkat(self.fd(), os(name), AtFlags::REMOVEDIR).map_err(errno_io)
+        rfs::unlinkat(self.fd(), one(name)?, AtFlags::REMOVEDIR).map_err(errno_io)
     }
 
     /// Open a sub-directory without following symlinks.
     pub fn open_dir(&self, name: &[u8]) -> io::Result<DirHandle> {
         let fd = rfs::openat(
             self.fd(),
-            os(name),
+            one(name)?,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
@@ -249,10 +386,55 @@ impl DirHandle {
         }
     }
 
-    /// Set permission bits on a name that is not a symlink.
+    /// Set permission bits on a name, never through a symlink: plain
+    /// `fchmodat` follows a final symlink, so a local process that swaps the
+    /// checked directory or file for a symlink between our `stat` and this
+    /// call would redirect the chmod outside DEST. `fchmodat2` with
+    /// `AT_SYMLINK_NOFOLLOW` (Linux 6.6+) refuses a symlink; older kernels get
+    /// an `O_PATH | O_NOFOLLOW` handle, checked with `fstat`, and the mode is
+    /// set on that very inode through its `/proc/self/fd` entry.
     pub fn chmod(&self, name: &[u8], mode: u32) -> io::Result<()> {
-        rfs::chmodat(self.fd(), os(name), Mode::from_raw_mode((mode & 0o7777) as _), AtFlags::empty())
-            .map_err(errno_io)
+        let name = one(name)?;
+        let mode = mode & 0o7777;
+        let c = std::ffi::CString::new(name.as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a file name"))?;
+        if FCHMODAT2.load(Ordering::Relaxed) != UNAVAILABLE {
+            // SAFETY: plain syscall with a valid fd, a NUL-terminated path and integer arguments.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_fchmodat2,
+                    self.fd().as_raw_fd(),
+                    c.as_ptr(),
+                    mode as libc::c_uint,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            if r == 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // The kernel's answer for a symlink: refuse, as a swap is an attack.
+                Some(libc::EOPNOTSUPP) => return Err(symlink_refused(name.as_bytes())),
+                Some(libc::ENOSYS) => FCHMODAT2.store(UNAVAILABLE, Ordering::Relaxed),
+                _ => return Err(e),
+            }
+        }
+        self.chmod_opath(name, mode)
+    }
+
+    /// `chmod` for kernels without `fchmodat2`: the inode is pinned with an
+    /// `O_PATH | O_NOFOLLOW` handle, checked not to be a symlink, and changed
+    /// through its `/proc/self/fd` entry (which names that inode, not a path).
+    fn chmod_opath(&self, name: &OsStr, mode: u32) -> io::Result<()> {
+        let fd = rfs::openat(self.fd(), name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .map_err(errno_io)?;
+        let st = rfs::fstat(&fd).map_err(errno_io)?;
+        if FileType::from_raw_mode(st.st_mode as _) == FileType::Symlink {
+            return Err(symlink_refused(name.as_bytes()));
+        }
+        let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        rfs::chmod(proc.as_str(), Mode::from_raw_mode(mode as _)).map_err(errno_io)
     }
 
     /// Set the mtime of `name` without following a symlink (atime left as now).
@@ -261,13 +443,13 @@ impl DirHandle {
             last_access: Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT as _ },
             last_modification: Timespec { tv_sec: sec as _, tv_nsec: nsec as _ },
         };
-        rfs::utimensat(self.fd(), os(name), &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(errno_io)
+        rfs::utimensat(self.fd(), one(name)?, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(errno_io)
     }
 
     pub fn chown(&self, name: &[u8], uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
         rfs::chownat(
             self.fd(),
-            os(name),
+            one(name)?,
             uid.map(|u| rustix::fs::Uid::from_raw(u)),
             gid.map(|g| rustix::fs::Gid::from_raw(g)),
             AtFlags::SYMLINK_NOFOLLOW,
@@ -277,7 +459,7 @@ impl DirHandle {
 
     pub fn mknod(&self, name: &[u8], mode: u32, rdev: u64) -> io::Result<()> {
         let ft = FileType::from_raw_mode(mode as _);
-        rfs::mknodat(self.fd(), os(name), ft, Mode::from_raw_mode((mode & 0o7777) as _), rdev as _).map_err(errno_io)
+        rfs::mknodat(self.fd(), one(name)?, ft, Mode::from_raw_mode((mode & 0o7777) as _), rdev as _).map_err(errno_io)
     }
 }
 
@@ -301,6 +483,7 @@ pub fn set_file_attrs(f: &std::fs::File, mode: Option<u32>, mtime: Option<(i64, 
 pub struct Dest {
     root: DirHandle,
     path: PathBuf,
+    probe: &'static Probe,
 }
 
 impl Dest {
@@ -316,7 +499,23 @@ impl Dest {
         }
         let fd = rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(errno_io)?;
-        Ok(Dest { root: DirHandle { fd: Arc::new(fd) }, path: path.to_path_buf() })
+        Ok(Dest { root: DirHandle { fd: Arc::new(fd) }, path: path.to_path_buf(), probe: Probe::global() })
+    }
+
+    /// Test hook: resolve through `probe` instead of the process-wide one.
+    #[cfg(test)]
+    fn with_probe(mut self, probe: &'static Probe) -> Dest {
+        self.probe = probe;
+        self
+    }
+
+    /// How paths below DEST are resolved (`openat2` unless known unavailable).
+    pub fn resolver(&self) -> &'static str {
+        if self.probe.walking() {
+            "O_NOFOLLOW walk"
+        } else {
+            "openat2 RESOLVE_BENEATH"
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -327,13 +526,17 @@ impl Dest {
         &self.root
     }
 
-    /// Open the directory `dir` (a relative wire path, `""` or `"."` for the root),
-    /// one component at a time, never following a symlink.
+    /// Open the directory `dir` (a relative wire path, `""` or `"."` for the root)
+    /// beneath the root, never following a symlink: one `openat2`, or one
+    /// component at a time.
     pub fn dir(&self, dir: &[u8]) -> io::Result<DirHandle> {
         if dir.is_empty() || dir == b"." {
             return Ok(self.root.clone());
         }
         check_rel(dir)?;
+        if let Some(h) = open_beneath(self.probe, &self.root, dir, dir)? {
+            return Ok(h);
+        }
         let mut cur = self.root.clone();
         for comp in dir.split(|&b| b == b'/') {
             cur = open_component(&cur, comp, dir)?;
@@ -348,10 +551,7 @@ impl Dest {
 fn open_component(parent: &DirHandle, comp: &[u8], full: &[u8]) -> io::Result<DirHandle> {
     parent.open_dir(comp).map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("refusing to write through a symlink or non-directory at {:?}", crate::text::escape_name(full)),
-            )
+            symlink_refused(full)
         } else {
             e
         }
@@ -366,9 +566,10 @@ const CHAIN_MAX: usize = 32;
 /// A cache of the directories on the path to the last directory looked up:
 /// file lists are sorted by directory (depth first), so the next directory
 /// almost always shares all but its last component or two with the previous
-/// one. A lookup reuses the deepest cached ancestor and opens only the
-/// components below it, one at a time with `O_NOFOLLOW` as [`Dest::dir`]
-/// does; the chain is then cut back to the new path's ancestors.
+/// one. A lookup reuses the deepest cached ancestor and opens only the part
+/// below it, confined as [`Dest::dir`] does (one `openat2` beneath the
+/// ancestor, or one `O_NOFOLLOW` component at a time); the chain is then cut
+/// back to the new path's ancestors.
 ///
 /// Why reusing handles is safe: every handle in the chain was opened by that
 /// same confined walk, so it refers to a real directory reached from DEST
@@ -379,8 +580,8 @@ const CHAIN_MAX: usize = 32;
 /// target. That is exactly the guarantee the uncached walk gives, whose own
 /// handles (the root's, and each component's until the next is opened) are
 /// subject to the same swap between open and use; no cached handle is ever
-/// derived from a path that resolved through a symlink. A component *newly*
-/// opened below a cached ancestor is checked with `O_NOFOLLOW` like any other.
+/// derived from a path that resolved through a symlink. A path *newly*
+/// opened below a cached ancestor is refused at a symlink like any other.
 ///
 /// Staleness: the chain only ever holds the ancestors of (and) the last
 /// directory looked up, so entries removed through a handle this cache
@@ -392,8 +593,9 @@ pub struct DirCache {
     dest: Dest,
     /// The last directory looked up (`""` = the root).
     path: Vec<u8>,
-    /// `chain[i]` = (end of component `i` in `path`, handle of `path[..end]`),
-    /// for the first `chain.len()` (≤ [`CHAIN_MAX`]) components of `path`.
+    /// (end of a prefix of `path`, handle of `path[..end]`) for ancestors of
+    /// (and) `path`, shallowest first, at most [`CHAIN_MAX`]: every level with
+    /// the walk, the levels actually looked up with `openat2`.
     chain: Vec<(usize, DirHandle)>,
     /// The handle of `path` itself, if the last lookup succeeded.
     last: Option<DirHandle>,
@@ -452,6 +654,22 @@ impl DirCache {
             Some((end, h)) => (h.clone(), end + 1),
             None => (self.dest.root.clone(), 0),
         };
+        // With openat2 the rest of the path is one call, and only its end is
+        // kept in the chain (the chain may skip levels: every entry is still an
+        // ancestor-or-self of `path`, in order).
+        if start <= dir.len() {
+            if let Some(h) = open_beneath(self.dest.probe, &cur, &dir[start..], dir)? {
+                #[cfg(test)]
+                {
+                    self.opens += 1;
+                }
+                if self.chain.len() < CHAIN_MAX {
+                    self.chain.push((dir.len(), h.clone()));
+                }
+                self.last = Some(h.clone());
+                return Ok(h);
+            }
+        }
         while start <= dir.len() {
             let end = dir[start..].iter().position(|&b| b == b'/').map_or(dir.len(), |i| start + i);
             cur = open_component(&cur, &dir[start..end], dir)?;
@@ -494,6 +712,21 @@ pub fn is_tmp_name(name: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// A probe that always walks, one that tries openat2 (this kernel has it),
+    /// and one that pretends to be an old kernel (openat2 → ENOSYS).
+    fn walk() -> &'static Probe {
+        Probe::leaked(UNAVAILABLE, false)
+    }
+    fn at2() -> &'static Probe {
+        Probe::leaked(UNKNOWN, false)
+    }
+    fn both() -> [(&'static str, &'static Probe); 2] {
+        [("walk", walk()), ("openat2", at2())]
+    }
+    fn open(p: &Path, probe: &'static Probe) -> Dest {
+        Dest::open(p, false).unwrap().with_probe(probe)
+    }
+
     #[test]
     fn rel_paths() {
         assert!(check_rel(b"a/b").is_ok());
@@ -505,17 +738,101 @@ mod tests {
 
     #[test]
     fn refuses_symlinked_parent() {
+        for (how, probe) in both() {
+            let t = tempfile::tempdir().unwrap();
+            let outside = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(outside.path(), t.path().join("evil")).unwrap();
+            std::fs::create_dir(t.path().join("real")).unwrap();
+            std::os::unix::fs::symlink(outside.path(), t.path().join("real/evil")).unwrap();
+            let d = open(t.path(), probe);
+            for p in [&b"evil"[..], b"real/evil", b"real/evil/x"] {
+                let e = d.dir(p).err().unwrap_or_else(|| panic!("{how}: {p:?} opened"));
+                assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{how}: {e}");
+                assert!(e.to_string().contains("refusing to write through a symlink"), "{how}: {e}");
+            }
+            let mut c = DirCache::new(d.clone());
+            assert!(c.parent_of(b"evil/x").is_err());
+            assert!(c.parent_of(b"real/evil/x").is_err());
+            // A symlink as the final component is not followed for creation.
+            let root = d.root();
+            assert!(root.create_excl(b"evil").is_err());
+            // A multi-component name never reaches a *at call (it would follow `evil`).
+            for name in [&b"evil/x"[..], b"real/x"] {
+                let e = root.create_excl(name).err().unwrap_or_else(|| panic!("{how}: {name:?} created"));
+                assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+                assert!(root.mkdir(name, 0o755).is_err() && root.stat(name).is_err());
+            }
+            assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none(), "{how}");
+            assert!(!t.path().join("real/x").exists());
+        }
+    }
+
+    /// The probe decides once: openat2 works here (AVAILABLE after the first
+    /// call); the walk probe never calls it; a fake ENOSYS switches to the
+    /// walk for good after one attempt and still resolves correctly.
+    #[test]
+    fn openat2_probe_and_enosys_fallback() {
+        let t = marked_tree();
+        let p = at2();
+        let d = open(t.path(), p);
+        assert_eq!(marker(&d.dir(b"a/b/c").unwrap()), b"a/b/c");
+        assert_eq!((p.calls(), p.state.load(Ordering::Relaxed)), (1, AVAILABLE));
+        assert_eq!(d.resolver(), "openat2 RESOLVE_BENEATH");
+
+        let w = walk();
+        let d = open(t.path(), w);
+        assert_eq!(marker(&d.dir(b"a/b/c").unwrap()), b"a/b/c");
+        let mut c = DirCache::new(d.clone());
+        assert_eq!(marker(&c.dir(b"a/b/e").unwrap()), b"a/b/e");
+        assert_eq!(w.calls(), 0);
+        assert_eq!(d.resolver(), "O_NOFOLLOW walk");
+
+        let old = Probe::leaked(UNKNOWN, true);
+        let d = open(t.path(), old);
+        assert_eq!(marker(&d.dir(b"a/b/c").unwrap()), b"a/b/c");
+        assert_eq!((old.calls(), old.walking()), (1, true), "ENOSYS is remembered");
+        let mut c = DirCache::new(d.clone());
+        let before = c.opens;
+        assert_eq!(marker(&c.dir(b"a/b/c/d").unwrap()), b"a/b/c/d");
+        assert_eq!(c.opens - before, 4, "walked one component at a time");
+        assert_eq!(old.calls(), 1, "no second openat2 attempt");
+        std::os::unix::fs::symlink("/", t.path().join("a/b/link")).unwrap();
+        assert_eq!(d.dir(b"a/b/link").err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
+        assert_eq!(d.resolver(), "O_NOFOLLOW walk");
+    }
+
+    #[test]
+    fn chmod_never_follows_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
         let t = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path(), t.path().join("evil")).unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, b"v").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&victim, t.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("dirlink")).unwrap();
+        std::fs::write(t.path().join("f"), b"f").unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
         let d = Dest::open(t.path(), false).unwrap();
-        assert!(d.dir(b"evil").is_err());
-        let mut c = DirCache::new(d.clone());
-        assert!(c.parent_of(b"evil/x").is_err());
-        // A symlink as the final component is not followed for creation.
         let root = d.root();
-        assert!(root.create_excl(b"evil").is_err());
-        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        let outside_mode = mode(outside.path());
+        for (how, f) in [
+            ("fchmodat2", &(|n: &[u8], m| root.chmod(n, m)) as &dyn Fn(&[u8], u32) -> io::Result<()>),
+            ("O_PATH", &|n: &[u8], m| root.chmod_opath(os(n), m)),
+        ] {
+            for link in [&b"link"[..], b"dirlink"] {
+                let e = f(link, 0o777).err().unwrap_or_else(|| panic!("{how}: chmod through {link:?}"));
+                assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{how}: {e}");
+            }
+            assert_eq!((mode(&victim), mode(outside.path())), (0o644, outside_mode), "{how}");
+            f(b"f", 0o600).unwrap();
+            f(b"d", 0o750).unwrap();
+            assert_eq!((mode(&t.path().join("f")), mode(&t.path().join("d"))), (0o600, 0o750), "{how}");
+            f(b"f", 0o644).unwrap();
+            f(b"d", 0o755).unwrap();
+            assert!(f(b"d/x", 0o777).is_err());
+        }
     }
 
     #[test]
@@ -547,55 +864,66 @@ mod tests {
         v
     }
 
+    /// Directory opens per lookup: the walk opens each level below the
+    /// deepest cached ancestor; openat2 opens the rest in one call (and
+    /// caches only the levels looked up, so an ancestor never looked up
+    /// itself costs one call).
     #[test]
     fn dir_cache_reuses_ancestors() {
-        let t = marked_tree();
-        let mut c = DirCache::new(Dest::open(t.path(), false).unwrap());
-        let look = |c: &mut DirCache, d: &str, new_opens: usize| {
-            let before = c.opens;
-            let h = c.dir(d.as_bytes()).unwrap();
-            assert_eq!(marker(&h), d.as_bytes(), "{d}");
-            assert_eq!(c.opens - before, new_opens, "opens for {d}");
-        };
-        look(&mut c, "a/b/c/d", 4);
-        look(&mut c, "a/b/c/d", 0); // exact hit
-        look(&mut c, "a/b/c", 0); // ancestor hit
-        look(&mut c, "a/b/c/d", 1);
-        look(&mut c, "a/b/e", 1); // sibling: one open below a/b
-        look(&mut c, "a/x", 1);
-        look(&mut c, "a", 0);
-        look(&mut c, "z", 1);
-        look(&mut c, "a/b", 2);
-        assert_eq!(c.dir(b"").unwrap().stat(b"a").unwrap().unwrap().kind, Kind::Dir);
-        assert_eq!(c.dir(b".").unwrap().stat(b"z").unwrap().unwrap().kind, Kind::Dir);
-        look(&mut c, "a/b", 0); // the root lookup does not disturb the chain
-        // parent_of goes through the same cache.
-        let (h, base) = c.parent_of(b"a/b/e/marker").unwrap();
-        assert_eq!((marker(&h), base), (b"a/b/e".to_vec(), &b"marker"[..]));
-        // A name that only shares a byte prefix is not an ancestor.
-        std::fs::create_dir(t.path().join("a/bb")).unwrap();
-        std::fs::write(t.path().join("a/bb/marker"), "a/bb").unwrap();
-        look(&mut c, "a/bb", 1);
-        // Unsafe paths are refused before any cache lookup.
-        for bad in [&b"/a"[..], b"a/../z", b"a//b", b"a/"] {
-            assert!(c.dir(bad).is_err(), "{bad:?}");
+        for (how, probe) in both() {
+            let t = marked_tree();
+            let mut c = DirCache::new(open(t.path(), probe));
+            let walk = how == "walk";
+            let look = |c: &mut DirCache, d: &str, walk_opens: usize, at2_opens: usize| {
+                let before = c.opens;
+                let h = c.dir(d.as_bytes()).unwrap();
+                assert_eq!(marker(&h), d.as_bytes(), "{how} {d}");
+                let want = if walk { walk_opens } else { at2_opens };
+                assert_eq!(c.opens - before, want, "{how}: opens for {d}");
+            };
+            look(&mut c, "a/b/c/d", 4, 1);
+            look(&mut c, "a/b/c/d", 0, 0); // exact hit
+            look(&mut c, "a/b/c", 0, 1); // ancestor hit (walk only)
+            look(&mut c, "a/b/c/d", 1, 1);
+            look(&mut c, "a/b/e", 1, 1); // sibling: one open below a/b (walk) / from the root
+            look(&mut c, "a/x", 1, 1);
+            look(&mut c, "a", 0, 1);
+            look(&mut c, "z", 1, 1);
+            look(&mut c, "a/b", 2, 1);
+            assert_eq!(c.dir(b"").unwrap().stat(b"a").unwrap().unwrap().kind, Kind::Dir);
+            assert_eq!(c.dir(b".").unwrap().stat(b"z").unwrap().unwrap().kind, Kind::Dir);
+            look(&mut c, "a/b", 0, 0); // the root lookup does not disturb the chain
+            // parent_of goes through the same cache.
+            let (h, base) = c.parent_of(b"a/b/e/marker").unwrap();
+            assert_eq!((marker(&h), base), (b"a/b/e".to_vec(), &b"marker"[..]));
+            // A name that only shares a byte prefix is not an ancestor.
+            std::fs::create_dir(t.path().join("a/bb")).unwrap();
+            std::fs::write(t.path().join("a/bb/marker"), "a/bb").unwrap();
+            look(&mut c, "a/bb", 1, 1);
+            // Unsafe paths are refused before any cache lookup.
+            for bad in [&b"/a"[..], b"a/../z", b"a//b", b"a/"] {
+                assert!(c.dir(bad).is_err(), "{bad:?}");
+            }
+            assert_eq!(probe.calls() > 0, !walk, "{how}");
         }
     }
 
     #[test]
     fn dir_cache_invalidate_drops_everything() {
-        let t = marked_tree();
-        let mut c = DirCache::new(Dest::open(t.path(), false).unwrap());
-        c.dir(b"a/b/c").unwrap();
-        // Replace a/b (and so everything cached below a) with a new tree.
-        std::fs::rename(t.path().join("a/b"), t.path().join("old_b")).unwrap();
-        std::fs::create_dir_all(t.path().join("a/b/c")).unwrap();
-        std::fs::write(t.path().join("a/b/c/marker"), "new").unwrap();
-        c.invalidate();
-        assert!(c.chain.is_empty() && c.last.is_none());
-        let before = c.opens;
-        assert_eq!(marker(&c.dir(b"a/b/c").unwrap()), b"new");
-        assert_eq!(c.opens - before, 3, "re-walked from the root");
+        for (how, probe) in both() {
+            let t = marked_tree();
+            let mut c = DirCache::new(open(t.path(), probe));
+            c.dir(b"a/b/c").unwrap();
+            // Replace a/b (and so everything cached below a) with a new tree.
+            std::fs::rename(t.path().join("a/b"), t.path().join("old_b")).unwrap();
+            std::fs::create_dir_all(t.path().join("a/b/c")).unwrap();
+            std::fs::write(t.path().join("a/b/c/marker"), "new").unwrap();
+            c.invalidate();
+            assert!(c.chain.is_empty() && c.last.is_none());
+            let before = c.opens;
+            assert_eq!(marker(&c.dir(b"a/b/c").unwrap()), b"new");
+            assert_eq!(c.opens - before, if how == "walk" { 3 } else { 1 }, "{how}: re-resolved from the root");
+        }
     }
 
     /// Every depth: a symlink (to a directory outside) in place of a
@@ -604,93 +932,114 @@ mod tests {
     #[test]
     fn dir_cache_refuses_symlink_at_every_depth() {
         let comps = ["a", "b", "c", "d"];
-        for depth in 1..=comps.len() {
-            for warm in [false, true] {
-                let t = marked_tree();
-                let outside = tempfile::tempdir().unwrap();
-                std::fs::create_dir_all(outside.path().join("b/c/d")).unwrap();
-                let bad = comps[..depth].join("/");
-                let full = comps.join("/");
-                let mut c = DirCache::new(Dest::open(t.path(), false).unwrap());
-                if warm && depth > 1 {
-                    // Cache the parent of the component about to be swapped.
-                    c.dir(comps[..depth - 1].join("/").as_bytes()).unwrap();
-                }
-                std::fs::rename(t.path().join(&bad), t.path().join(format!("{bad}.moved"))).unwrap();
-                std::os::unix::fs::symlink(outside.path(), t.path().join(&bad)).unwrap();
-                for d in [&bad, &full] {
-                    let e = c.dir(d.as_bytes()).err().unwrap_or_else(|| panic!("{d} opened (warm {warm})"));
-                    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{d}: {e}");
-                }
-                assert!(c.parent_of(format!("{full}/new").as_bytes()).is_err());
-                // A non-directory in the way is refused the same way.
-                std::fs::remove_file(t.path().join(&bad)).unwrap();
-                std::fs::write(t.path().join(&bad), b"file").unwrap();
-                assert_eq!(c.dir(full.as_bytes()).err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
-                let mut found = Vec::new();
-                let mut stack = vec![outside.path().to_path_buf()];
-                while let Some(p) = stack.pop() {
-                    for e in std::fs::read_dir(&p).unwrap() {
-                        let e = e.unwrap();
-                        if e.file_type().unwrap().is_dir() {
-                            stack.push(e.path());
-                        } else {
-                            found.push(e.path());
+        for (how, probe) in both() {
+            for depth in 1..=comps.len() {
+                for warm in [false, true] {
+                    let t = marked_tree();
+                    let outside = tempfile::tempdir().unwrap();
+                    std::fs::create_dir_all(outside.path().join("b/c/d")).unwrap();
+                    let bad = comps[..depth].join("/");
+                    let full = comps.join("/");
+                    let d = open(t.path(), probe);
+                    let mut c = DirCache::new(d.clone());
+                    if warm && depth > 1 {
+                        // Cache the parent of the component about to be swapped.
+                        c.dir(comps[..depth - 1].join("/").as_bytes()).unwrap();
+                    }
+                    std::fs::rename(t.path().join(&bad), t.path().join(format!("{bad}.moved"))).unwrap();
+                    std::os::unix::fs::symlink(outside.path(), t.path().join(&bad)).unwrap();
+                    for p in [&bad, &full] {
+                        let e = c.dir(p.as_bytes()).err().unwrap_or_else(|| panic!("{how}: {p} opened (warm {warm})"));
+                        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{how} {p}: {e}");
+                        assert_eq!(d.dir(p.as_bytes()).err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
+                    }
+                    assert!(c.parent_of(format!("{full}/new").as_bytes()).is_err());
+                    // A non-directory in the way is refused the same way.
+                    std::fs::remove_file(t.path().join(&bad)).unwrap();
+                    std::fs::write(t.path().join(&bad), b"file").unwrap();
+                    assert_eq!(c.dir(full.as_bytes()).err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
+                    assert_eq!(d.dir(full.as_bytes()).err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
+                    let mut found = Vec::new();
+                    let mut stack = vec![outside.path().to_path_buf()];
+                    while let Some(p) = stack.pop() {
+                        for e in std::fs::read_dir(&p).unwrap() {
+                            let e = e.unwrap();
+                            if e.file_type().unwrap().is_dir() {
+                                stack.push(e.path());
+                            } else {
+                                found.push(e.path());
+                            }
                         }
                     }
+                    assert!(found.is_empty(), "{how}: wrote outside: {found:?}");
                 }
-                assert!(found.is_empty(), "wrote outside: {found:?}");
             }
         }
     }
 
     /// A directory swapped for a symlink *after* it was cached: the cached
     /// handle still names the real (moved) directory, so writes through it
-    /// land there, never at the symlink's target; after `invalidate` the
-    /// swap is seen and refused.
+    /// land there, never at the symlink's target; a level not in the cache
+    /// (with openat2, `a/b` when only `a/b/c` was looked up) is resolved anew
+    /// and refused; after `invalidate` the swap is seen and refused.
     #[test]
     fn dir_cache_swap_after_caching_stays_inside() {
-        let t = marked_tree();
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(outside.path().join("b/c")).unwrap();
-        let mut c = DirCache::new(Dest::open(t.path(), false).unwrap());
-        c.dir(b"a/b/c").unwrap();
-        std::fs::rename(t.path().join("a"), t.path().join("a.moved")).unwrap();
-        std::os::unix::fs::symlink(outside.path(), t.path().join("a")).unwrap();
-        // Exact hit, an ancestor hit, and a new directory below a cached one.
-        c.dir(b"a/b/c").unwrap().create_excl(b"f1").unwrap();
-        c.dir(b"a/b").unwrap().create_excl(b"f2").unwrap();
-        c.dir(b"a/b/e").unwrap().create_excl(b"f3").unwrap();
-        for f in ["a.moved/b/c/f1", "a.moved/b/f2", "a.moved/b/e/f3"] {
-            assert!(t.path().join(f).is_file(), "{f}");
+        for (how, probe) in both() {
+            let t = marked_tree();
+            let outside = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(outside.path().join("b/c")).unwrap();
+            let mut c = DirCache::new(open(t.path(), probe));
+            c.dir(b"a/b/c").unwrap();
+            std::fs::rename(t.path().join("a"), t.path().join("a.moved")).unwrap();
+            std::os::unix::fs::symlink(outside.path(), t.path().join("a")).unwrap();
+            // Exact hit, an ancestor hit, and a new directory below a cached one.
+            c.dir(b"a/b/c").unwrap().create_excl(b"f1").unwrap();
+            assert!(t.path().join("a.moved/b/c/f1").is_file(), "{how}");
+            for (d, f) in [("a/b", "a.moved/b/f2"), ("a/b/e", "a.moved/b/e/f3")] {
+                match c.dir(d.as_bytes()) {
+                    Ok(h) => {
+                        h.create_excl(b"new").unwrap();
+                        assert!(t.path().join(f).with_file_name("new").is_file(), "{how} {d}");
+                    }
+                    Err(e) => {
+                        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{how} {d}: {e}");
+                        assert_eq!(how, "openat2", "the walk reuses cached a/b: {e}");
+                    }
+                }
+            }
+            assert!(std::fs::read_dir(outside.path().join("b")).unwrap().all(|e| e.unwrap().file_name() == "c"));
+            assert!(std::fs::read_dir(outside.path().join("b/c")).unwrap().next().is_none());
+            c.invalidate();
+            assert_eq!(c.dir(b"a/b/c").err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput), "{how}");
         }
-        assert!(std::fs::read_dir(outside.path().join("b")).unwrap().all(|e| e.unwrap().file_name() == "c"));
-        assert!(std::fs::read_dir(outside.path().join("b/c")).unwrap().next().is_none());
-        c.invalidate();
-        assert_eq!(c.dir(b"a/b/c").err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
     }
 
     /// Paths deeper than the chain bound still resolve, and the cache holds
     /// at most CHAIN_MAX + 1 handles.
     #[test]
     fn dir_cache_deep_paths() {
-        let t = tempfile::tempdir().unwrap();
-        let comps: Vec<String> = (0..CHAIN_MAX + 8).map(|i| format!("d{i}")).collect();
-        let deep = comps.join("/");
-        std::fs::create_dir_all(t.path().join(&deep)).unwrap();
-        std::fs::create_dir(t.path().join(&deep).join("x")).unwrap();
-        std::fs::create_dir(t.path().join(&deep).join("y")).unwrap();
-        let mut c = DirCache::new(Dest::open(t.path(), false).unwrap());
-        c.dir(format!("{deep}/x").as_bytes()).unwrap();
-        assert_eq!(c.chain.len(), CHAIN_MAX);
-        let before = c.opens;
-        c.dir(format!("{deep}/y").as_bytes()).unwrap().stat(b".").unwrap().unwrap();
-        // Re-walked from the deepest kept handle: 8 levels + "y".
-        assert_eq!(c.opens - before, 9);
-        let shallow = comps[..3].join("/");
-        let before = c.opens;
-        c.dir(shallow.as_bytes()).unwrap();
-        assert_eq!(c.opens - before, 0);
-        assert_eq!(c.chain.len(), 3);
+        for (how, probe) in both() {
+            let t = tempfile::tempdir().unwrap();
+            let comps: Vec<String> = (0..CHAIN_MAX + 8).map(|i| format!("d{i}")).collect();
+            let deep = comps.join("/");
+            std::fs::create_dir_all(t.path().join(&deep)).unwrap();
+            std::fs::create_dir(t.path().join(&deep).join("x")).unwrap();
+            std::fs::create_dir(t.path().join(&deep).join("y")).unwrap();
+            let mut c = DirCache::new(open(t.path(), probe));
+            c.dir(format!("{deep}/x").as_bytes()).unwrap();
+            let walk = how == "walk";
+            assert_eq!(c.chain.len(), if walk { CHAIN_MAX } else { 1 });
+            let before = c.opens;
+            c.dir(format!("{deep}/y").as_bytes()).unwrap().stat(b".").unwrap().unwrap();
+            // Walk: re-walked from the deepest kept handle, 8 levels + "y";
+            // openat2: one call from the root.
+            assert_eq!(c.opens - before, if walk { 9 } else { 1 });
+            let shallow = comps[..3].join("/");
+            let before = c.opens;
+            c.dir(shallow.as_bytes()).unwrap();
+            assert_eq!(c.opens - before, if walk { 0 } else { 1 });
+            assert_eq!(c.chain.len(), if walk { 3 } else { 1 });
+            assert!(c.chain.len() <= CHAIN_MAX);
+        }
     }
 }
