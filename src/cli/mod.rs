@@ -496,9 +496,6 @@ impl Monitor for Printer {
         }
     }
     fn file_done(&self, name: &[u8], bytes: u64) {
-        if let Some(b) = &self.bar {
-            b.file_done(name, bytes);
-        }
         let Some(p) = &self.progress else { return };
         let Ok(mut g) = p.lock() else { return };
         g.0 += 1;

@@ -69,6 +69,8 @@ pub struct Ctx {
     uid_map: Mutex<HashMap<u32, u32>>,
     gid_map: Mutex<HashMap<u32, u32>>,
     pub tmp_counter: AtomicU64,
+    /// Files and bytes requested and done, for the monitor's progress view.
+    pub progress: crate::engine::monitor::ProgressCounter,
 }
 
 impl Ctx {
@@ -97,6 +99,7 @@ impl Ctx {
             uid_map: Mutex::new(HashMap::new()),
             gid_map: Mutex::new(HashMap::new()),
             tmp_counter: AtomicU64::new(tmp_seed),
+            progress: Default::default(),
         }
     }
 
@@ -709,6 +712,7 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
         }
     }
     rep.requested.push(ndx);
+    ctx.progress.wanted(ctx.monitor.as_ref(), e.size);
     if tx.blocking_send(GenOut::Request { ndx, iflags, head, sums }).is_err() {
         return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "transfer ended"));
     }

@@ -146,6 +146,15 @@ struct Running {
     scratch_dest: Option<PathBuf>,
 }
 
+impl Running {
+    /// Incremental recursion: with the last list walked, the progress totals are final.
+    fn note_totals_final(&self) {
+        if self.ctx.inc && self.flist_eof && self.tracks.iter().all(|t| t.generated) {
+            self.ctx.progress.totals_final(self.ctx.monitor.as_ref());
+        }
+    }
+}
+
 /// Run one session to completion: module listing (module `None`), file
 /// listing (`job.list_only`), or a sync into `job.dest`.
 pub async fn run(
@@ -257,6 +266,7 @@ impl Loop {
             Event::FlistEof => {
                 if let Some(run) = self.running.as_mut() {
                     run.flist_eof = true;
+                    run.note_totals_final();
                 }
                 self.check_lists(session)?;
             }
@@ -317,8 +327,10 @@ impl Loop {
                     if let Some(t) = run.tracks.iter_mut().find(|t| t.start == ndx_start) {
                         t.generated = true;
                     }
+                    run.note_totals_final();
                     self.check_lists(session)?;
                 } else {
+                    run.ctx.progress.totals_final(run.ctx.monitor.as_ref());
                     session.end_phase()?;
                 }
             }

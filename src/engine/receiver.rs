@@ -17,7 +17,6 @@ use crate::checksum::{FileHasher, SumHead};
 use crate::engine::dest::{self, DirCache, DirHandle};
 use crate::engine::generator::{Ctx, Staged};
 use crate::proto::flist::FileEntry;
-use crate::engine::monitor::Progress;
 use crate::proto::session::Token;
 use crate::proto::token::{Compression, TokenInflater};
 
@@ -94,7 +93,6 @@ pub struct Receiver {
     rep: RecvReport,
     scratch: Vec<u8>,
     block: Vec<u8>,
-    progress: Progress,
 }
 
 impl Receiver {
@@ -119,7 +117,6 @@ impl Receiver {
             rep: RecvReport::default(),
             scratch: Vec::new(),
             block: Vec::new(),
-            progress: Progress::default(),
         })
     }
 
@@ -147,6 +144,8 @@ impl Receiver {
             RecvIn::Token(t) => self.token(t),
             RecvIn::End { checksum } => self.end(&checksum),
             RecvIn::NoSend(ndx) => {
+                let size = self.ctx.entry_at(ndx).map(|e| e.size).unwrap_or(0);
+                self.ctx.progress.ended(self.ctx.monitor.as_ref(), 0, size, true);
                 self.rep.not_sent.push(ndx);
                 self.pending_redo.retain(|&n| n != ndx);
                 let _ = self.results.send(FileResult { ndx, outcome: Outcome::Failed });
@@ -266,6 +265,7 @@ impl Receiver {
                 }
             }
         }
+        self.ctx.progress.receiving(self.ctx.monitor.as_ref(), cur.written, cur.entry.size);
         Ok(())
     }
 
@@ -289,10 +289,9 @@ impl Receiver {
             },
             None => None,
         };
-        self.progress.files_done += 1;
-        self.progress.bytes_received += cur.written;
-        self.ctx.monitor.progress(&self.progress);
+        let (written, size) = (cur.written, cur.entry.size);
         let outcome = self.conclude(cur, ok_sum, flushed);
+        self.ctx.progress.ended(self.ctx.monitor.as_ref(), written, size, outcome != Outcome::Redo);
         let _ = self.results.send(FileResult { ndx, outcome });
         Ok(())
     }
