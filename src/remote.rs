@@ -29,9 +29,45 @@ impl RemoteSpec {
     }
 }
 
+/// Why a `scheme://` source other than `rsync://` is refused, or `None`.
+///
+/// rmirror speaks the plain daemon protocol and rsync over a remote shell,
+/// nothing else. `rsyncs://` (rsync-ssl, TLS) in particular must never turn
+/// into an unauthenticated plaintext connection, and no `scheme://host/…`
+/// may fall through to the `host:path` remote-shell syntax (which would start
+/// ssh to a host named after the scheme). Callers refuse these before any
+/// connection is made, with exit code 4 ("requested action not supported").
+pub fn unsupported_scheme(src: &str) -> Option<String> {
+    let i = src.find("://")?;
+    let scheme = &src[..i];
+    let valid = scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !valid || scheme.eq_ignore_ascii_case("rsync") {
+        return None;
+    }
+    let shown = crate::text::escape_bytes(src.as_bytes(), false);
+    if scheme.eq_ignore_ascii_case("rsyncs") {
+        return Some(format!(
+            "{shown}: TLS (rsync-ssl, rsyncs://) is not implemented in rmirror, and it will not fall back to an \
+             unauthenticated plaintext connection; refusing to connect. Write rsync://{} to accept plaintext \
+             explicitly, or reach the daemon over ssh (host:path with -e) or a TLS tunnel",
+            crate::text::escape_bytes(src[i + 3..].as_bytes(), false)
+        ));
+    }
+    Some(format!(
+        "{shown}: unsupported URL scheme {:?}; refusing to connect. Sources are rsync://host[:port]/module/path, \
+         host::module/path, or [user@]host:path (over ssh)",
+        crate::text::escape_bytes(scheme.as_bytes(), false)
+    ))
+}
+
 /// Parse a source argument; `None` when it is not a daemon URL.
 pub fn parse(src: &str) -> Result<RemoteSpec, String> {
-    let (userhost, rest, url_port) = if let Some(r) = src.strip_prefix("rsync://") {
+    if let Some(why) = unsupported_scheme(src) {
+        return Err(why);
+    }
+    let rsync_url = src.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("rsync://"));
+    let (userhost, rest, url_port) = if let Some(r) = src.get(8..).filter(|_| rsync_url) {
         let (hostpart, rest) = match r.find('/') {
             Some(i) => (&r[..i], &r[i + 1..]),
             None => (r, ""),
@@ -167,5 +203,27 @@ mod tests {
         assert!(parse("rsync://-oProxy/m").is_err());
         assert!(parse("rsync://h/m/../x").is_err());
         assert_eq!(parse("rsync://h/m").unwrap().remote_arg(), b"m/");
+        assert_eq!(parse("RSYNC://h:1/m/x").unwrap(), parse("rsync://h:1/m/x").unwrap());
+    }
+
+    /// rsyncs:// (TLS) and unknown schemes are refused, never parsed as a
+    /// plaintext daemon URL or as `host:path` (ssh to a host "rsyncs").
+    #[test]
+    fn schemes_other_than_rsync_are_refused() {
+        for src in ["rsyncs://h/m/", "RSYNCS://h:874/m", "rsyncs://u@h/", "https://h/m/", "ftp://h/m", "ssh://h/x", "s+x.y-z://h/"] {
+            let why = unsupported_scheme(src).unwrap_or_else(|| panic!("{src} accepted"));
+            assert!(why.contains("refusing to connect"), "{why}");
+            assert_eq!(parse(src).err().as_deref(), Some(why.as_str()));
+        }
+        assert!(unsupported_scheme("rsyncs://h/m").unwrap().contains("TLS"));
+        assert!(unsupported_scheme("rsyncs://h/m").unwrap().contains("rsync://h/m"));
+        // Not a scheme: rsync URLs, daemon and shell syntaxes, local-looking paths.
+        for src in ["rsync://h/m", "Rsync://h/m", "h::m/a://b", "host:/p://x", "1x://h/", "./a://b", "a/b://c", "://h"] {
+            assert!(unsupported_scheme(src).is_none(), "{src}");
+        }
+        assert!(unsupported_scheme("\x1b[2J://h").is_none());
+        let esc = unsupported_scheme("x\x1b://h").unwrap_or_default();
+        assert!(esc.is_empty(), "control bytes are not a scheme");
+        assert!(!unsupported_scheme("rsyncs://h/\x1b[2J").unwrap().contains('\x1b'), "escaped");
     }
 }

@@ -1269,3 +1269,75 @@ fn exit_codes_match_rsync() {
     let (r, _s) = attack(&sb, Cfg::new(32), vec![dot(), EFile::symlink("l", "t").over(Field::LinkLen, enc::varint_bytes(5000)).over(Field::LinkTarget, b"")], &[]);
     r.assert_code(&[2]);
 }
+
+// ---------------------------------------------------------------------------
+// H37: TLS
+// ---------------------------------------------------------------------------
+
+/// H37: rmirror has no TLS transport, so the case is shown as refusal:
+/// `rsyncs://` (rsync-ssl) — and any scheme but `rsync://` — is refused with
+/// exit 4 before any connection is made, never downgraded to plaintext. A
+/// listener on the URL's port sees nobody, and the `-e` remote shell (which
+/// `scheme://host/…` would otherwise start as `host:path`) never runs. The
+/// same listener does see a plain `rsync://` URL connect (the check can fail).
+#[test]
+fn h37_tls_url_refused_before_connecting() {
+    use std::net::TcpListener;
+    use std::os::unix::fs::PermissionsExt;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tools = TestDir::new("h37");
+    let marker = tools.join("rsh-ran");
+    let rsh = tools.join("rsh");
+    std::fs::write(&rsh, format!("#!/bin/sh\necho \"$@\" >> '{}'\nexit 1\n", marker.display())).unwrap();
+    std::fs::set_permissions(&rsh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rsh = rsh.display().to_string();
+    let sb = Sandbox::new();
+    let dest = sb.dest.join("new");
+    let dest = dest.display().to_string();
+    let tls = format!("rsyncs://127.0.0.1:{port}/m/");
+    let cases: Vec<(Vec<String>, bool)> = vec![
+        (vec!["sync".into(), tls.clone(), dest.clone()], true),
+        (vec!["sync".into(), "--delete".into(), "-e".into(), rsh.clone(), format!("RSYNCS://127.0.0.1:{port}/m/"), dest.clone()], true),
+        (vec!["sync".into(), "--port".into(), port.to_string(), "rsyncs://127.0.0.1/m/".into(), dest.clone()], true),
+        (vec!["ls".into(), format!("rsyncs://127.0.0.1:{port}/")], true),
+        (vec!["compare".into(), tls.clone(), dest.clone()], true),
+        (vec!["compare".into(), "--json".into(), tls.clone(), dest.clone()], true),
+        (vec!["watch".into(), tls.clone(), dest.clone()], true),
+        (vec!["sync".into(), "-e".into(), rsh.clone(), format!("https://127.0.0.1:{port}/m/"), dest.clone()], false),
+        (vec!["sync".into(), "-e".into(), rsh.clone(), format!("ftp://127.0.0.1:{port}/m/"), dest.clone()], false),
+        (vec!["sync".into(), "-e".into(), rsh.clone(), format!("ssh://127.0.0.1:{port}/m/"), dest.clone()], false),
+    ];
+    for (args, is_tls) in &cases {
+        let r = evil::run_rmirror(args, Duration::from_secs(30));
+        r.assert_code(&[4]);
+        let text = format!("{}{}", r.stderr, r.stdout);
+        assert!(text.contains("refusing to connect"), "{}", r.show());
+        if *is_tls {
+            assert!(text.contains("TLS") && text.contains("not implemented"), "{}", r.show());
+        } else {
+            assert!(text.contains("unsupported URL scheme"), "{}", r.show());
+        }
+        match listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("something connected for {args:?}: {other:?}\n{}", r.show()),
+        }
+        assert!(!marker.exists(), "the remote shell ran for {args:?}");
+    }
+    assert!(!sb.dest.join("new").exists(), "DEST was created");
+    sb.assert_outside_unchanged();
+    // Control: the same listener does register a plain rsync:// connection.
+    let child = evil::spawn_rmirror(&["sync".to_string(), format!("rsync://127.0.0.1:{port}/m/"), dest.clone()]);
+    let t0 = std::time::Instant::now();
+    let seen = loop {
+        match listener.accept() {
+            Ok(_) => break true,
+            Err(_) if t0.elapsed() < Duration::from_secs(20) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => break false,
+        }
+    };
+    child.signal(libc::SIGKILL);
+    let _ = child.wait(Duration::from_secs(10));
+    assert!(seen, "the listener never saw the rsync:// control connection");
+}

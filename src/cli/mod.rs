@@ -272,6 +272,17 @@ impl CliError {
     }
 }
 
+/// Parse a source argument. A scheme rmirror does not speak (`rsyncs://`
+/// TLS, `https://`, …) is refused here, before any connection, with exit 4
+/// (requested action not supported); other malformed sources are syntax
+/// errors (1).
+pub(crate) fn parse_source(src: &str) -> Result<url::RemoteSpec, CliError> {
+    if let Some(why) = url::unsupported_scheme(src) {
+        return Err(CliError { msg: why, code: ExitCode::Unsupported });
+    }
+    url::parse(src).map_err(CliError::syntax)
+}
+
 /// Entry point: parse argv, run, return the process exit status.
 pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
     let matches = match Cli::command().try_get_matches_from(&args) {
@@ -539,7 +550,7 @@ impl Monitor for Printer {
 }
 
 async fn cmd_ls(u: &str, conn: &ConnArgs) -> Result<ExitCode, CliError> {
-    let spec = url::parse(u).map_err(CliError::syntax)?;
+    let spec = parse_source(u)?;
     let c = connect(&spec, conn).await?;
     let listing = spec.module.is_empty();
     let mut opts = TransferOpts { recursive: false, dirs: true, hard_links: false, ..Default::default() };
@@ -710,7 +721,7 @@ async fn cmd_sync(
     mode: Mode,
     publish: Option<&publish_args::PublishArgs>,
 ) -> Result<ExitCode, CliError> {
-    let spec = url::parse(src).map_err(CliError::syntax)?;
+    let spec = parse_source(src)?;
     // --write-trace/--write-recent: only for a real sync; their files stay out of the transfer
     let publish = match publish {
         Some(p) if mode.syncs() && !x.dry_run => p.config()?,

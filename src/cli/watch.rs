@@ -183,7 +183,7 @@ impl WatchLogger for CliLogger {
 }
 
 pub(super) async fn cmd_watch(src: &str, dest: PathBuf, conn: &ConnArgs, w: &WatchArgs) -> Result<ExitCode, CliError> {
-    let spec = super::url::parse(src).map_err(CliError::syntax)?;
+    let spec = super::parse_source(src)?;
     if spec.module.is_empty() {
         return Err(CliError::syntax("the source names no module (use `rmirror ls` to list them)"));
     }
