@@ -308,3 +308,303 @@ fn f19_local_symlink_race() {
 fn f19_local_symlink_race_1000() {
     symlink_race(1000, 1919);
 }
+
+// ---------------------------------------------------------------------------
+// F10: the filesystem refuses at publish time
+// ---------------------------------------------------------------------------
+
+/// v1 → v2 where every file changes; `zz-big` (the one that grows) and
+/// `zz-last` are where failures are arranged.
+fn publish_versions(big: u64) -> (TestDir, TestDir) {
+    let v1 = TestDir::new("f10v1");
+    let v2 = TestDir::new("f10v2");
+    for (k, root, big) in [(1u64, v1.path(), 100_000), (2, v2.path(), big)] {
+        let mut t = tree::TreeSpec::new();
+        for i in 0..20u64 {
+            t = t.random_file(format!("a{i:02}"), 1000 + i * 100 + k, i * 10 + k);
+        }
+        for i in 0..5u64 {
+            t = t.random_file(format!("sub/b{i}"), 2000 + i + k, 100 + i * 10 + k);
+        }
+        t = t.random_file("zz-big", big + k, 500 + k).random_file("zz-last", 700 + k, 600 + k);
+        t.write(root);
+    }
+    (v1, v2)
+}
+
+/// DEST seeded with v1 plus an extraneous file that `--delete` would remove.
+fn publish_sandbox(d1: &Rsyncd) -> Sandbox {
+    let mut sb = Sandbox::new();
+    support::pull(&d1.url("v1"), &sb.dest, &[]);
+    std::fs::write(sb.dest.join("extraneous"), b"kept: a failed run deletes nothing\n").unwrap();
+    sb.rebase();
+    sb
+}
+
+/// After a run that failed at publish time: I3 (exit 23, no panic), I1, I2
+/// (each final name old or new, the named `failed` ones old), no temp, no
+/// deletion.
+#[track_caller]
+fn check_failed_publish(sb: &Sandbox, r: &evil::Run, ok: &BTreeMap<PathBuf, Vec<Vec<u8>>>, old: &BTreeMap<PathBuf, Vec<Vec<u8>>>, failed: &[&str]) {
+    // rsync gives 11 for a failed write (it stops there) and 23 for a failed
+    // rename; rmirror carries on with the other files and says 23 for both.
+    r.assert_code(&[23]);
+    sb.assert_outside_unchanged();
+    evil::assert_no_temps(&sb.dest);
+    evil::assert_old_or_new(&sb.dest, ok);
+    for f in failed {
+        let now = std::fs::read(sb.dest.join(f)).unwrap();
+        assert!(old[Path::new(f)][0] == now, "{f} is not its old version\n{}", r.show());
+    }
+    assert!(sb.dest.join("extraneous").exists(), "deleted during a failed run\n{}", r.show());
+}
+
+/// I4: with the fault gone, a rerun converges.
+#[track_caller]
+fn rerun_converges(sb: &Sandbox, url: &str) {
+    let r = evil::sync(url, &sb.dest, &["--delete"]);
+    r.assert_code(&[0]);
+    evil::assert_no_temps(&sb.dest);
+    oracle::Oracle::new(url, &sb.dest).assert_clean();
+    sb.assert_outside_unchanged();
+}
+
+struct Mount(PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn mount(args: &[&str], at: &Path) -> Result<Mount, String> {
+    let o = std::process::Command::new("mount").args(args).arg(at).output().map_err(|e| e.to_string())?;
+    if o.status.success() {
+        Ok(Mount(at.to_path_buf()))
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+/// EFBIG: `RLIMIT_FSIZE` of 1 MiB on the rmirror process (SIGXFSZ ignored,
+/// so the write returns EFBIG instead of killing it); the last file grows to
+/// 3 MiB, so its temp cannot be written, after every other file was.
+#[test]
+fn f10_efbig_rlimit_fsize_on_the_last_file() {
+    use std::os::unix::process::CommandExt;
+    let (v1, v2) = publish_versions(3 << 20);
+    let d = Rsyncd::builder().add_module(Module::new("v1", v1.path())).add_module(Module::new("v2", v2.path())).start();
+    let sb = publish_sandbox(&d);
+    let old = contents(&sb.dest);
+    let mut ok = old.clone();
+    merge(&mut ok, contents(v2.path()));
+    let args = ["sync".to_string(), "--delete".into(), d.url("v2"), sb.dest.display().to_string()];
+    let r = evil::spawn_rmirror_with(&args, |c| unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    })
+    .wait(Duration::from_secs(60));
+    check_failed_publish(&sb, &r, &ok, &old, &["zz-big"]);
+    assert!(r.stderr.contains("zz-big") && r.stderr.contains("File too large"), "{}", r.show());
+    // Everything else was published.
+    let v2c = contents(v2.path());
+    for f in ["a00", "a19", "sub/b4", "zz-last"] {
+        assert_eq!(std::fs::read(sb.dest.join(f)).unwrap(), v2c[Path::new(f)][0], "{f} not updated\n{}", r.show());
+    }
+    rerun_converges(&sb, &d.url("v2"));
+}
+
+/// ENOSPC for the last temps: DEST on a tmpfs whose inode limit leaves room
+/// for all but the last two temps (every old file stays until the publish at
+/// the end), so creating those fails.
+#[test]
+fn f10_enospc_no_inodes_for_the_last_temps() {
+    let (v1, v2) = publish_versions(200_000);
+    let d = Rsyncd::builder().add_module(Module::new("v1", v1.path())).add_module(Module::new("v2", v2.path())).start();
+    let mut sb = Sandbox::new();
+    let m = match mount(&["-t", "tmpfs", "-o", "size=64m", "tmpfs"], &sb.dest) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIP f10 (inodes): cannot mount tmpfs here: {e}");
+            return;
+        }
+    };
+    support::pull(&d.url("v1"), &sb.dest, &[]);
+    std::fs::write(sb.dest.join("extraneous"), b"kept: a failed run deletes nothing\n").unwrap();
+    sb.rebase();
+    let st = rustix::fs::statvfs(&sb.dest).unwrap();
+    let used = st.f_files - st.f_ffree;
+    // 27 files change; allow 25 temps.
+    let dest = sb.dest.display().to_string();
+    let o = std::process::Command::new("mount").args(["-o", &format!("remount,nr_inodes={}", used + 25), &dest]).output().unwrap();
+    assert!(o.status.success(), "remount: {}", String::from_utf8_lossy(&o.stderr));
+    let old = contents(&sb.dest);
+    let mut ok = old.clone();
+    merge(&mut ok, contents(v2.path()));
+    let r = evil::sync(&d.url("v2"), &sb.dest, &["--delete"]);
+    // The list puts a directory's files before its subdirectories: the last
+    // two temps are sub/b3 and sub/b4.
+    check_failed_publish(&sb, &r, &ok, &old, &["sub/b3", "sub/b4"]);
+    assert!(r.stderr.contains("No space left on device"), "{}", r.show());
+    let v2c = contents(v2.path());
+    assert_eq!(std::fs::read(sb.dest.join("zz-big")).unwrap(), v2c[Path::new("zz-big")][0]);
+    let o = std::process::Command::new("mount").args(["-o", "remount,nr_inodes=100000", &dest]).output().unwrap();
+    assert!(o.status.success(), "remount: {}", String::from_utf8_lossy(&o.stderr));
+    rerun_converges(&sb, &d.url("v2"));
+    drop(m);
+}
+
+/// The rename itself fails: `zz-last` is a bind mount (of a file outside
+/// DEST), so `renameat` over it gives EBUSY at publish time. The temp is
+/// removed, the mounted file (outside) is untouched, nothing is deleted.
+#[test]
+fn f10_rename_fails_at_publish() {
+    let (v1, v2) = publish_versions(200_000);
+    let d = Rsyncd::builder().add_module(Module::new("v1", v1.path())).add_module(Module::new("v2", v2.path())).start();
+    let mut sb = publish_sandbox(&d);
+    let src = sb.outside.join("bound");
+    std::fs::copy(sb.dest.join("zz-last"), &src).unwrap();
+    sb.rebase();
+    let m = match mount(&["--bind", &src.display().to_string()], &sb.dest.join("zz-last")) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIP f10 (rename): cannot bind-mount here: {e}");
+            return;
+        }
+    };
+    let old = contents(&sb.dest);
+    let mut ok = old.clone();
+    merge(&mut ok, contents(v2.path()));
+    let r = evil::sync(&d.url("v2"), &sb.dest, &["--delete"]);
+    check_failed_publish(&sb, &r, &ok, &old, &["zz-last"]);
+    assert!(r.stderr.contains("zz-last") && r.stderr.contains("busy"), "{}", r.show());
+    let v2c = contents(v2.path());
+    assert_eq!(std::fs::read(sb.dest.join("zz-big")).unwrap(), v2c[Path::new("zz-big")][0]);
+    drop(m);
+    rerun_converges(&sb, &d.url("v2"));
+}
+
+// ---------------------------------------------------------------------------
+// L8: mass deletion within a budget
+// ---------------------------------------------------------------------------
+
+/// Fill DEST with `dirs * per_dir` extraneous empty files, half of them
+/// loose in directories the source has (`dNNNN/xNNN`, each one its own
+/// extraneous entry), half in a tree the source lacks (`junk/dNNNN/xNNN`,
+/// one extraneous entry deleted recursively). Written directly, one
+/// `openat(O_CREAT)` each.
+fn make_junk(dest: &Path, dirs: usize, per_dir: usize) -> usize {
+    let mut n = 0;
+    for i in 0..dirs {
+        for base in [dest.join(format!("d{i:04}")), dest.join(format!("junk/d{i:04}"))] {
+            std::fs::create_dir_all(&base).unwrap();
+            let c = cstr(base.as_os_str().as_bytes());
+            let dfd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+            assert!(dfd >= 0);
+            for j in 0..per_dir / 2 {
+                let name = cstr(format!("x{j:03}").as_bytes());
+                let fd = unsafe { libc::openat(dfd, name.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o644) };
+                assert!(fd >= 0, "create: {}", std::io::Error::last_os_error());
+                unsafe { libc::close(fd) };
+                n += 1;
+            }
+            unsafe { libc::close(dfd) };
+        }
+    }
+    n
+}
+
+/// The source: `dirs` directories with one file each, plus `changed` (v1 →
+/// v2) so the run has a transfer before its deletions.
+fn mass_delete_versions(dirs: usize) -> (TestDir, TestDir) {
+    let v1 = TestDir::new("l8v1");
+    let v2 = TestDir::new("l8v2");
+    for (k, root) in [(1u64, v1.path()), (2, v2.path())] {
+        let mut t = tree::TreeSpec::new().random_file("changed", 50_000 + k, k);
+        for i in 0..dirs {
+            t = t.file(format!("d{i:04}/keep"), format!("{i}\n"));
+        }
+        t.write(root);
+    }
+    (v1, v2)
+}
+
+/// L8: `sync -i --delete --max-delete=2000000` over DEST with `dirs *
+/// per_dir` extraneous files: exit 0; every `*deleting` line comes after the
+/// transfer's `>f` line (deletions after the transfer); nothing extraneous
+/// left; I1; oracle empty; wall time within `budget`, peak RSS under 256 MiB
+/// (the plan's I3 bound). With `vs_rsync`, the
+/// real client (`rsync -rlptH --delete --max-delete=2000000`, rmirror's
+/// defaults) deletes the same junk in a second DEST, created beforehand so
+/// neither run pays for the other's freed inodes; rmirror must stay within
+/// 3× its time + 30 s.
+fn mass_delete(dirs: usize, per_dir: usize, budget: Duration, vs_rsync: bool) {
+    let (v1, v2) = mass_delete_versions(dirs);
+    let d = Rsyncd::builder().add_module(Module::new("v1", v1.path())).add_module(Module::new("v2", v2.path())).start();
+    let mut sb = Sandbox::new();
+    support::pull(&d.url("v1"), &sb.dest, &[]);
+    let t0 = Instant::now();
+    let n = make_junk(&sb.dest, dirs, per_dir);
+    let other = TestDir::new("l8rsync");
+    if vs_rsync {
+        support::pull(&d.url("v1"), other.path(), &[]);
+        make_junk(other.path(), dirs, per_dir);
+    }
+    eprintln!("L8: created {n} extraneous files{} in {:?}", if vs_rsync { " (twice)" } else { "" }, t0.elapsed());
+    sb.rebase();
+    let max = "--max-delete=2000000";
+    let r = evil::run_rmirror(
+        &["sync".to_string(), "-i".into(), "--delete".into(), max.into(), d.url("v2"), sb.dest.display().to_string()],
+        budget + Duration::from_secs(60),
+    );
+    r.assert_code(&[0]);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let transfer = lines.iter().position(|l| l.starts_with(">f") && l.ends_with(" changed"));
+    let first_delete = lines.iter().position(|l| l.starts_with("*deleting"));
+    let deletes = lines.iter().filter(|l| l.starts_with("*deleting")).count();
+    assert!(transfer.is_some() && first_delete.is_some(), "no transfer or no deletion itemized\n{}", r.show());
+    assert!(transfer < first_delete, "a deletion came before the transfer\n{}", r.show());
+    // Files, plus the junk tree's directories.
+    assert_eq!(deletes, n + dirs + 1, "{}", r.show());
+    assert!(!sb.dest.join("junk").exists());
+    for i in [0, dirs / 2, dirs - 1] {
+        let left: Vec<_> = std::fs::read_dir(sb.dest.join(format!("d{i:04}"))).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("keep")]);
+    }
+    sb.assert_outside_unchanged();
+    oracle::Oracle::new(&d.url("v2"), &sb.dest).assert_clean();
+    eprintln!("L8: rmirror deleted {n} files in {:?} (budget {budget:?}), peak RSS {} MiB", r.elapsed, r.maxrss_kb / 1024);
+    assert!(r.elapsed <= budget, "rmirror took {:?}, over the {budget:?} budget", r.elapsed);
+    r.assert_rss_below_mb(256);
+    if vs_rsync {
+        let t = Instant::now();
+        let o = support::rsync_command()
+            .args(["-rlptH", "--delete", max, "--no-motd"])
+            .arg(d.url("v2"))
+            .arg(format!("{}/", other.path().display()))
+            .output()
+            .unwrap();
+        let rs = t.elapsed();
+        assert!(o.status.success(), "rsync: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(!other.path().join("junk").exists());
+        eprintln!("L8: rsync --delete took {rs:?}; rmirror/rsync = {:.2}", r.elapsed.as_secs_f64() / rs.as_secs_f64());
+        assert!(r.elapsed <= rs * 3 + Duration::from_secs(30), "rmirror {:?} vs rsync {rs:?}", r.elapsed);
+    }
+}
+
+#[test]
+fn l08_mass_delete_20k() {
+    mass_delete(100, 200, Duration::from_secs(30), false);
+}
+
+#[test]
+#[ignore = "nightly: 1,000,000 extraneous files (2M created, rsync compared; ~3 min, ~2M inodes); run: cargo test --test local_faults l08_mass_delete_1m -- --ignored --nocapture"]
+fn l08_mass_delete_1m() {
+    // Measured 2026-11-22 on 2 loaded cores: rmirror 21.9 s, rsync 18.8 s, 65 MiB.
+    mass_delete(2000, 500, Duration::from_secs(180), true);
+}
