@@ -304,7 +304,7 @@ fn f19_local_symlink_race() {
 }
 
 #[test]
-#[ignore = "nightly: 1000 runs against the swapping attacker (~minutes); run: cargo test --test local_faults f19_local_symlink_race_1000 -- --ignored"]
+#[ignore = "nightly: 1000 runs against the swapping attacker (~4 min on 2 cores); run: cargo test --test local_faults f19_local_symlink_race_1000 -- --ignored"]
 fn f19_local_symlink_race_1000() {
     symlink_race(1000, 1919);
 }
