@@ -26,6 +26,7 @@ use crate::checksum::CsumType;
 use crate::engine::commit::DeleteOpts;
 use crate::engine::generator::LocalOpts;
 use crate::engine::monitor::{Item, Monitor};
+use crate::engine::partial::PartialDir;
 use crate::engine::pull::PullSpec;
 use crate::engine::{SyncJob, SyncReport};
 use crate::exit::ExitCode;
@@ -257,6 +258,10 @@ pub struct XferArgs {
     /// Force a fixed checksum block-size.
     #[arg(short = 'B', long, value_name = "SIZE", hide_short_help = true)]
     pub block_size: Option<u32>,
+    /// Keep the received part of an interrupted file in DIR (relative: in the file's own
+    /// directory, e.g. .rsync-partial) and resume from it next time; never under the final name.
+    #[arg(long, value_name = "DIR", hide_short_help = true)]
+    pub partial_dir: Option<std::ffi::OsString>,
 }
 
 /// Errors of the command-line layer, with their exit code.
@@ -576,6 +581,7 @@ async fn cmd_ls(u: &str, conn: &ConnArgs) -> Result<ExitCode, CliError> {
         scope: crate::engine::Scope::whole_tree(),
         numeric_ids: false,
         late_publish: Default::default(),
+        partial_dir: None,
     });
     let rep = crate::engine::run(c, cfg, job, mon).await.map_err(|e| CliError { msg: e.to_string(), code: e.exit_code() })?;
     if let Some(list) = &rep.list {
@@ -799,6 +805,10 @@ async fn cmd_sync(
     ps.inc_recurse = !x.no_inc_recursive;
     ps.rsync_path = x.rsync_path.clone();
     ps.files_from = files_from;
+    ps.partial_dir = match &x.partial_dir {
+        Some(d) => PartialDir::parse(d).map_err(CliError::syntax)?,
+        None => None,
+    };
     let json = matches!(mode, Mode::CompareJson | Mode::SyncJson);
     let collect = json.then(|| Mutex::new(Vec::new()));
     let bar_kind = if mode.syncs() && !x.dry_run { progress::BarKind::Transfer } else { progress::BarKind::Compare };

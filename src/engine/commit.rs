@@ -122,7 +122,14 @@ pub fn publish_filtered(
                     dir.remove_all(base)?;
                 }
             }
-            dir.rename(&s.tmp, &dir, base)
+            dir.rename(&s.tmp, &dir, base)?;
+            // The partial file served its purpose (--partial-dir).
+            if let Some(p) = ctx.partial.as_ref().filter(|_| ctx.partial_seen(s.ndx)) {
+                if let Err(e) = p.remove(&dir, base) {
+                    err(ctx, &s.name, format!("cannot remove the partial file: {e}"));
+                }
+            }
+            Ok(())
         })();
         match r {
             Ok(()) => rep.published += 1,
@@ -137,14 +144,31 @@ pub fn publish_filtered(
     }
 }
 
-/// Remove staged temps without publishing them (the run was stopped).
-pub fn discard(ctx: &Ctx, staged: &[Staged]) {
+/// Withdraw staged temps without publishing them (the run was stopped, or
+/// their publication is held back). With `--partial-dir` a staged regular
+/// file is complete and verified: it is moved to the partial dir, so the
+/// next run finds it as the basis and transfers next to nothing for it; never
+/// under its final name. Everything else is removed. Returns how many files
+/// went to the partial dir.
+pub fn discard(ctx: &Ctx, staged: &[Staged]) -> u64 {
     let mut cache = DirCache::new(ctx.dest.clone());
+    let mut kept = 0;
     for s in staged {
-        if let Ok((dir, _)) = cache.parent_of(&s.name) {
-            let _ = dir.unlink(&s.tmp);
+        let Ok((dir, base)) = cache.parent_of(&s.name) else { continue };
+        if let Some(p) = &ctx.partial {
+            if matches!(dir.stat(&s.tmp), Ok(Some(m)) if m.kind == Kind::File) {
+                match p.keep(&dir, &s.tmp, base) {
+                    Ok(()) => {
+                        kept += 1;
+                        continue;
+                    }
+                    Err(e) => err(ctx, &s.name, format!("cannot keep the partial file: {e} -- discarded")),
+                }
+            }
         }
+        let _ = dir.unlink(&s.tmp);
     }
+    kept
 }
 
 /// Make hard-link followers point at their leader's published file.

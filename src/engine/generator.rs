@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use crate::checksum::{self, CsumType, FileHasher, SumHead, SumParams};
 use crate::engine::dest::{self, DirCache, Kind, Meta};
 use crate::engine::monitor::{Item, Monitor};
+use crate::engine::partial::{Found, PartialDir, Partials};
 use crate::proto::flist::{FileEntry, FileList, HardLinkKey, FLAG_CONTENT_DIR};
 use crate::proto::session::{ITEM_IS_NEW, ITEM_REPORT_SIZE, ITEM_REPORT_TIME};
 
@@ -71,6 +72,13 @@ pub struct Ctx {
     pub tmp_counter: AtomicU64,
     /// Files and bytes requested and done, for the monitor's progress view.
     pub progress: crate::engine::monitor::ProgressCounter,
+    /// `--partial-dir`: where interrupted transfers are kept and resumed from.
+    pub partial: Option<Partials>,
+    /// Files whose request used their partial file as the basis.
+    partial_basis: Mutex<HashSet<i32>>,
+    /// Files that had a partial file when the generator looked (it is removed
+    /// once the file is published).
+    partial_seen: Mutex<HashSet<i32>>,
 }
 
 impl Ctx {
@@ -100,6 +108,38 @@ impl Ctx {
             gid_map: Mutex::new(HashMap::new()),
             tmp_counter: AtomicU64::new(tmp_seed),
             progress: Default::default(),
+            partial: None,
+            partial_basis: Mutex::new(HashSet::new()),
+            partial_seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Keep interrupted transfers in `dir` (`--partial-dir`).
+    pub fn with_partial(mut self, dir: Option<PartialDir>) -> Self {
+        self.partial = dir.map(Partials::new);
+        self
+    }
+
+    /// Whether the request for `ndx` used its partial file as the basis.
+    pub fn partial_is_basis(&self, ndx: i32) -> bool {
+        self.partial_basis.lock().map(|s| s.contains(&ndx)).unwrap_or(false)
+    }
+
+    /// Whether `ndx` had a partial file when its request was made.
+    pub fn partial_seen(&self, ndx: i32) -> bool {
+        self.partial_seen.lock().map(|s| s.contains(&ndx)).unwrap_or(false)
+    }
+
+    fn note_partial(&self, ndx: i32, basis: bool) {
+        if let Ok(mut s) = self.partial_seen.lock() {
+            s.insert(ndx);
+        }
+        if let Ok(mut s) = self.partial_basis.lock() {
+            if basis {
+                s.insert(ndx);
+            } else {
+                s.remove(&ndx);
+            }
         }
     }
 
@@ -265,11 +305,20 @@ pub struct Generator {
     /// Directories flagged as complete by the server (inc-recursion sub-lists
     /// may come long after their directory's list was freed).
     content_dirs: HashSet<Vec<u8>>,
+    /// `--partial-dir`: the partial dir of the last directory looked at
+    /// (lists come grouped by directory, so one lookup serves a directory).
+    partial_dir: Option<(Vec<u8>, Option<dest::DirHandle>)>,
 }
 
 /// Run the generator until its command queue closes.
 pub fn run_generator(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<GenCmd>, tx: mpsc::Sender<GenOut>) {
-    let mut g = Generator { cache: DirCache::new(ctx.dest.clone()), ctx, leaders: HashMap::new(), content_dirs: HashSet::new() };
+    let mut g = Generator {
+        cache: DirCache::new(ctx.dest.clone()),
+        ctx,
+        leaders: HashMap::new(),
+        content_dirs: HashSet::new(),
+        partial_dir: None,
+    };
     while let Some(cmd) = cmds.blocking_recv() {
         let out = match cmd {
             GenCmd::List { list, parent } => {
@@ -395,12 +444,9 @@ impl Generator {
             let Some(e) = ctx.entry_at(ndx) else { continue };
             let r = (|| -> std::io::Result<()> {
                 let (dir, base) = self.cache.parent_of(&e.name)?;
-                let (head, sums) = match dir.stat(base)? {
-                    Some(m) if m.kind == Kind::File && m.size > 0 => {
-                        basis_sums(&dir, base, m.size, &ctx.sums, ctx.protocol, true, ctx.opts.block_size)?
-                    }
-                    _ => (SumHead::default(), Vec::new()),
-                };
+                let local = dir.stat(base)?;
+                let partial = self.find_partial(&e.name, &dir, base);
+                let (head, sums) = request_sums(&ctx, ndx, &dir, base, local, partial, true)?;
                 tx.blocking_send(GenOut::Request { ndx, iflags: 0, head, sums })
                     .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "transfer ended"))?;
                 rep.requested.push(ndx);
@@ -412,6 +458,68 @@ impl Generator {
             }
         }
         rep
+    }
+}
+
+impl Generator {
+    /// `--partial-dir`: the partial file kept for `name` (in `dir`, as `base`).
+    /// A partial dir that cannot be read is treated as absent (reported once
+    /// per directory): it only ever speeds a transfer up.
+    fn find_partial(&mut self, name: &[u8], dir: &dest::DirHandle, base: &[u8]) -> Option<Found> {
+        let p = self.ctx.partial.as_ref()?;
+        let (dname, _) = dest::split_parent(name);
+        let cached = matches!(&self.partial_dir, Some((d, _)) if d == dname);
+        if !cached {
+            let h = match p.open(dir) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.ctx.monitor.local_error(&format!(
+                        "{}: cannot read the partial dir: {e}",
+                        crate::text::escape_name(name)
+                    ));
+                    None
+                }
+            };
+            self.partial_dir = Some((dname.to_vec(), h));
+        }
+        let h = self.partial_dir.as_ref().and_then(|(_, h)| h.clone())?;
+        Partials::find_in(h, base).ok().flatten()
+    }
+
+    /// Drop the partial file of an up-to-date `name`.
+    fn drop_partial(&mut self, dir: &dest::DirHandle, base: &[u8]) {
+        if let Some(p) = &self.ctx.partial {
+            let _ = p.remove(dir, base);
+            // The partial dir may be gone now.
+            self.partial_dir = None;
+        }
+    }
+}
+
+/// Block sums for a request: of the partial file when `--partial-dir` kept a
+/// non-empty one (the receiver then reads its matched blocks from there),
+/// otherwise of the local file when it is a non-empty regular file.
+fn request_sums(
+    ctx: &Ctx,
+    ndx: i32,
+    dir: &dest::DirHandle,
+    base: &[u8],
+    local: Option<Meta>,
+    partial: Option<Found>,
+    redo: bool,
+) -> std::io::Result<(SumHead, Vec<u8>)> {
+    if let Some(found) = partial {
+        let usable = found.meta.size > 0;
+        ctx.note_partial(ndx, usable);
+        if usable {
+            return basis_sums(&found.dir, base, found.meta.size, &ctx.sums, ctx.protocol, redo, ctx.opts.block_size);
+        }
+    }
+    match local {
+        Some(m) if m.kind == Kind::File && m.size > 0 => {
+            basis_sums(dir, base, m.size, &ctx.sums, ctx.protocol, redo, ctx.opts.block_size)
+        }
+        _ => Ok((SumHead::default(), Vec::new())),
     }
 }
 
@@ -659,6 +767,9 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
                 !size_differs && !time_differs
             };
             if up_to_date {
+                if !dry && self.find_partial(&e.name, &dir, base).is_some() {
+                    self.drop_partial(&dir, base);
+                }
                 let t = ctx.opts.times && time_differs;
                 let p = perms_differ(ctx, e, &m);
                 let o = ctx.owner_of(e).is_some_and(|u| u != m.uid);
@@ -694,12 +805,8 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
     if dry {
         return Ok(());
     }
-    let (head, sums) = match local {
-        Some(m) if m.kind == Kind::File && m.size > 0 => {
-            basis_sums(&dir, base, m.size, &ctx.sums, ctx.protocol, false, ctx.opts.block_size)?
-        }
-        _ => (SumHead::default(), Vec::new()),
-    };
+    let partial = self.find_partial(&e.name, &dir, base);
+    let (head, sums) = request_sums(ctx, ndx, &dir, base, local, partial, false)?;
     let mut iflags = 0u16;
     if new {
         iflags |= ITEM_IS_NEW;

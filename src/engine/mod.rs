@@ -11,6 +11,7 @@ pub mod commit;
 pub mod dest;
 pub mod generator;
 pub mod monitor;
+pub mod partial;
 pub mod pull;
 pub mod receiver;
 
@@ -65,6 +66,8 @@ pub struct SyncJob {
     pub numeric_ids: bool,
     /// Paths renamed into place only after everything else (markers, indexes).
     pub late_publish: commit::LatePublish,
+    /// `--partial-dir`: keep interrupted transfers there and resume from them.
+    pub partial_dir: Option<partial::PartialDir>,
 }
 
 /// The outcome of a run.
@@ -486,7 +489,8 @@ impl Loop {
             job.scope.clone(),
             job.numeric_ids,
             unique_nanos() & 0xFFFF,
-        ));
+        )
+        .with_partial(job.partial_dir.clone()));
         // Bounded in messages; a message carries at most one literal chunk (≤ 32 KiB
         // plain, ≤ 16 KiB compressed), so this caps queued data at a few MiB.
         let (recv_tx, recv_rx) = mpsc::channel::<RecvIn>(128);
@@ -550,7 +554,10 @@ impl Loop {
             let gen_errors: u64 = gen_reports.iter().map(|g| g.errors).sum();
             let total: i64 = gen_reports.iter().map(|g| g.total_size).sum();
             if cancelled {
-                commit::discard(&ctx, &staged);
+                let kept = commit::discard(&ctx, &staged);
+                if kept > 0 {
+                    tracing::debug!(kept, "stopped: verified files moved to the partial dir");
+                }
                 return (rep, gen_errors + recv.failed.len() as u64, total, recv);
             }
             if !dry {

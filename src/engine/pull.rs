@@ -11,6 +11,7 @@ use crate::remote::RemoteSpec;
 use crate::engine::commit::{DeleteOpts, LatePublish};
 use crate::engine::generator::LocalOpts;
 use crate::engine::monitor::Monitor;
+use crate::engine::partial::PartialDir;
 use crate::engine::{SyncError, SyncJob, SyncReport};
 use crate::exit::ExitCode;
 use crate::filter::FilterList;
@@ -63,6 +64,9 @@ pub struct PullSpec {
     /// Glob patterns of paths published after everything else (e.g. `CURRENT`,
     /// `RECENT-*`, `InRelease`, `repodata/`); see [`LatePublish`].
     pub late_publish: Vec<String>,
+    /// `--partial-dir`: keep the received part of an interrupted file there
+    /// (never under its final name) and resume from it on the next run.
+    pub partial_dir: Option<PartialDir>,
 }
 
 impl PullSpec {
@@ -95,6 +99,7 @@ impl PullSpec {
             recursive: true,
             inc_recurse: true,
             late_publish: Vec::new(),
+            partial_dir: None,
             rsh: None,
             rsync_path: None,
         }
@@ -118,8 +123,21 @@ impl PullSpec {
             });
         }
         let root = rustix::process::geteuid().is_root();
-        let filter_rules = self
-            .filters
+        // rsync adds a perishable exclude for a relative partial dir after the
+        // user's rules: the sender's partial dirs stay out of the list, ours
+        // out of --delete.
+        let filters: Arc<FilterList> = match self.partial_dir.as_ref().and_then(|p| p.filter_rule()) {
+            Some(rule) => {
+                let mut f = (*self.filters).clone();
+                f.add_rule_bytes(&rule).map_err(|e| SyncError::Local {
+                    msg: format!("--partial-dir: {e}"),
+                    code: ExitCode::Syntax,
+                })?;
+                Arc::new(f)
+            }
+            None => self.filters.clone(),
+        };
+        let filter_rules = filters
             .wire_rules(32, false)
             .map_err(|e| SyncError::Local { msg: e.to_string(), code: ExitCode::Syntax })?;
         let recursive = if self.files_from.is_some() { self.recursive } else { true };
@@ -143,7 +161,7 @@ impl PullSpec {
             bwlimit: self.bwlimit,
             block_size: self.block_size,
             filter_rules,
-            filter_rules_old: self.filters.wire_rules(28, false).map_err(|e| e.to_string()),
+            filter_rules_old: filters.wire_rules(28, false).map_err(|e| e.to_string()),
             files_from: self.files_from.clone(),
             inc_recurse: self.inc_recurse,
         };
@@ -178,7 +196,7 @@ impl PullSpec {
                 dry_run: self.dry_run,
                 ..Default::default()
             },
-            filters: self.filters.clone(),
+            filters,
             list_only: false,
             scope: match &self.files_from {
                 Some(names) => crate::engine::Scope::for_names(names, recursive),
@@ -186,6 +204,7 @@ impl PullSpec {
             },
             numeric_ids: self.numeric_ids,
             late_publish: LatePublish::new(&self.late_publish),
+            partial_dir: self.partial_dir.clone(),
         };
         Ok((cfg, job))
     }

@@ -63,6 +63,8 @@ pub struct RecvReport {
     pub files: u64,
     /// Why the receiver stopped early (bad data it could not apply).
     pub fatal: Option<String>,
+    /// Interrupted files kept in the partial dir (`--partial-dir`).
+    pub kept_partial: u64,
 }
 
 struct Current {
@@ -77,6 +79,9 @@ struct Current {
     /// Something went wrong locally; keep consuming tokens, then fail the file.
     broken: Option<String>,
     written: u64,
+    /// Literal data arrived for this file (only then is an interrupted temp
+    /// worth keeping as a partial file: rsync's `cleanup_got_literal`).
+    got_literal: bool,
 }
 
 pub struct Receiver {
@@ -130,8 +135,9 @@ impl Receiver {
             }
         }
         if let Some(c) = self.cur.take() {
-            // The stream ended inside a file: drop its temp.
-            let _ = c.dir.unlink(&c.tmp);
+            // The stream ended inside a file: keep what arrived in the partial
+            // dir (`--partial-dir`), or drop the temp.
+            self.interrupted(c);
         }
         // Files still awaiting a redo that never came count as failed.
         self.rep.failed.append(&mut self.pending_redo);
@@ -174,7 +180,16 @@ impl Receiver {
             Ok((dir, base)) => {
                 let base = base.to_vec();
                 let basis = if head.count > 0 {
-                    match dir.open_read(&base) {
+                    // The generator's sums came from the partial file when it chose it.
+                    let from_partial = match &self.ctx.partial {
+                        Some(p) if self.ctx.partial_is_basis(ndx) => match p.find(&dir, &base) {
+                            Ok(Some(found)) => Some(found.dir.open_read(&base)),
+                            Ok(None) => Some(Err(std::io::Error::from(std::io::ErrorKind::NotFound))),
+                            Err(e) => Some(Err(e)),
+                        },
+                        _ => None,
+                    };
+                    match from_partial.unwrap_or_else(|| dir.open_read(&base)) {
                         Ok(f) => Some(f),
                         Err(err) => {
                             broken = Some(format!("cannot open basis file: {err}"));
@@ -210,7 +225,7 @@ impl Receiver {
                 (self.ctx.dest.root().clone(), Vec::new(), None, None)
             }
         };
-        self.cur = Some(Current { ndx, entry: e, head, dir, tmp, out, basis, hasher, broken, written: 0 });
+        self.cur = Some(Current { ndx, entry: e, head, dir, tmp, out, basis, hasher, broken, written: 0, got_literal: false });
         Ok(())
     }
 
@@ -224,6 +239,7 @@ impl Receiver {
                     let mut more = inf.data(&d, &mut self.scratch)?;
                     loop {
                         self.rep.literal_bytes += self.scratch.len() as u64;
+                        cur.got_literal |= !self.scratch.is_empty();
                         write_out(cur, &self.scratch);
                         if !more {
                             break;
@@ -234,6 +250,7 @@ impl Receiver {
                 }
                 None => {
                     self.rep.literal_bytes += d.len() as u64;
+                    cur.got_literal |= !d.is_empty();
                     write_out(cur, &d);
                 }
             },
@@ -344,6 +361,48 @@ impl Receiver {
         self.ctx.monitor.file_done(&e.name, cur.written);
         self.rep.staged.push(Staged { ndx: cur.ndx, name: e.name, tmp: cur.tmp });
         Outcome::Staged
+    }
+}
+
+impl Receiver {
+    /// The stream ended inside `c` (connection cut, server error, stop
+    /// signal). With `--partial-dir`, what arrived is kept there as the basis
+    /// of the next attempt — unless nothing literal arrived (the temp then
+    /// holds only blocks of the basis, and an existing partial stays as it
+    /// is) or something already went wrong writing it. Otherwise the temp goes.
+    fn interrupted(&mut self, c: Current) {
+        let Current { entry, dir, tmp, out, broken, got_literal, .. } = c;
+        if tmp.is_empty() {
+            return; // no temp was created
+        }
+        let keep = match (&self.ctx.partial, out) {
+            (Some(p), Some(w)) if got_literal && broken.is_none() && !self.ctx.opts.dry_run => match w.into_inner() {
+                Ok(_f) => Some(p),
+                Err(err) => {
+                    self.ctx.monitor.local_error(&format!(
+                        "{}: write failed: {} -- partial file discarded",
+                        crate::text::escape_name(&entry.name),
+                        err.error()
+                    ));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let Some(p) = keep else {
+            let _ = dir.unlink(&tmp);
+            return;
+        };
+        let base = dest::split_parent(&entry.name).1;
+        if let Err(err) = p.keep(&dir, &tmp, base) {
+            let _ = dir.unlink(&tmp);
+            self.ctx.monitor.local_error(&format!(
+                "{}: cannot keep the partial file: {err} -- discarded",
+                crate::text::escape_name(&entry.name)
+            ));
+        } else {
+            self.rep.kept_partial += 1;
+        }
     }
 }
 
