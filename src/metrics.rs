@@ -58,7 +58,7 @@ pub const DEFAULT_STUCK_AFTER: u32 = 3;
 pub const UNKNOWN_EXIT: i32 = -1;
 
 /// The results `rmirror_job_last_result` enumerates.
-pub const RESULTS: &[&str] = &["ok", "unchanged", "failed", "skipped", "running"];
+pub const RESULTS: &[&str] = &["ok", "unchanged", "failed", "skipped", "running", "retry"];
 
 /// Unix time now, fractional seconds.
 pub fn now() -> f64 {
@@ -68,7 +68,7 @@ pub fn now() -> f64 {
 /// What a finished run (a `run` job or a `watch` pass) reports.
 #[derive(Debug, Clone, Default)]
 pub struct RunSample {
-    /// One of [`RESULTS`] (`ok`, `unchanged`, `failed`, `skipped`).
+    /// One of [`RESULTS`] (`ok`, `unchanged`, `failed`, `skipped`, `retry`).
     pub result: String,
     pub exit: i32,
     /// Unix time the run ended.
@@ -199,6 +199,8 @@ impl Registry {
             if s.result == "failed" {
                 m.failures_total += 1;
                 *m.errors.entry(s.exit).or_default() += 1;
+            } else if s.result == "retry" {
+                // Held back (upstream mid-update): neither a failure nor a success.
             } else {
                 m.last_success = Some(s.end);
                 m.synced_as_of = Some(s.end - s.duration.max(0.0));

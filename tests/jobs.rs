@@ -810,3 +810,119 @@ fn recent_strategy_follows_the_change_logs() {
     assert!(sent[0].ends_with("Dist-new.tar.gz"), "{sent:?}");
     assert!(!t.join("dest/authors/id/A/AB/ABC/Dist-3.tar.gz").exists());
 }
+
+/// F17 (safety plan): the upstream exposes ftpsync's
+/// `Archive-Update-in-Progress-*` at its top level while it updates itself.
+/// Both tree strategies (full and marker) then fetch the new pool files but
+/// hold back the late phase — the index files (`late_publish`) and the
+/// deletions — and, for marker jobs, the marker; the run is `retry` (exit
+/// 23, not a success, no `after` hook, shown in the status file and on the
+/// scoreboard). Once the lock file is gone the next run completes. With a
+/// partial dir the held-back index file waits there, so the completing run
+/// transfers almost nothing for it.
+#[test]
+fn f17_upstream_update_in_progress_holds_the_late_phase() {
+    let src = TestDir::new("f17-up");
+    let trace = |serial: &str| format!("Mon, 01 Jan 2024 00:00:00 +0000\nArchive serial: {serial}\n");
+    tree::TreeSpec::new()
+        .random_file("pool/main/a.deb", 60_000, 1)
+        .random_file("dists/stable/Release", 40_000, 2)
+        .mtime(1_700_000_000, 0)
+        .file("project/trace/master", trace("2024010101"))
+        .write(src.path());
+    let d = Rsyncd::builder().module("debian", src.path()).start();
+    let t = TestDir::new("f17");
+    let hook_out = t.join("after.env");
+    let cfg = write_cfg(
+        t.path(),
+        &format!(
+            "state_dir = \"state\"\n\
+             [[job]]\nname = \"deb-marker\"\ndestination = \"dest-marker\"\nupstream = \"{u}\"\nstrategy = \"marker\"\n\
+             marker = \"project/trace/master\"\nlate_publish = [\"dists/\"]\nafter = \"echo $RMIRROR_JOB $RMIRROR_RESULT >> {h}\"\n\
+             [[job]]\nname = \"deb-full\"\ndestination = \"dest-full\"\nupstream = \"{u}\"\nlate_publish = [\"dists/\"]\n\
+             partial_dir = \".rsync-partial\"\nafter = \"echo $RMIRROR_JOB $RMIRROR_RESULT >> {h}\"\n",
+            u = d.url("debian"),
+            h = hook_out.display()
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    let check = rmirror(&["run", "--check", "-c", c]);
+    assert!(check.status.success(), "{}", show(&check));
+    let o = rmirror(&["run", "--once", "-c", c]);
+    assert!(o.status.success(), "{}", show(&o));
+    for dest in ["dest-marker", "dest-full"] {
+        oracle::assert_clean(&d.url("debian"), &t.join(dest));
+    }
+    let st = status_json(&cfg);
+    let first_success = st["jobs"]["deb-full"]["last_success"].as_f64().unwrap();
+    std::fs::remove_file(&hook_out).unwrap();
+
+    // The upstream starts updating itself: new pool file, new index, an old
+    // file about to go, a new serial — and its lock file at the top.
+    let old_release = std::fs::read(src.join("dists/stable/Release")).unwrap();
+    std::fs::write(src.join("pool/main/b.deb"), tree::random_bytes(50_000, 3)).unwrap();
+    tree::large_file(&src.join("dists/stable/Release"), 40_000, 4);
+    std::fs::remove_file(src.join("pool/main/a.deb")).unwrap();
+    std::fs::write(src.join("project/trace/master"), trace("2024010201")).unwrap();
+    let lock = "Archive-Update-in-Progress-upstream.example.org";
+    std::fs::write(src.join(lock), "").unwrap();
+    let o = rmirror(&["run", "--once", "--ignore-timers", "-c", c]);
+    assert_eq!(o.status.code(), Some(23), "a held-back run is not a success:\n{}", show(&o));
+    let st = status_json(&cfg);
+    for (job, dest) in [("deb-marker", "dest-marker"), ("deb-full", "dest-full")] {
+        let j = &st["jobs"][job];
+        assert_eq!(j["result"], "retry", "{job}: {j}");
+        assert_eq!(j["exit_code"], 23, "{job}: {j}");
+        let msg = j["message"].as_str().unwrap();
+        assert!(msg.contains(lock) && msg.contains("held back"), "{job}: {msg}");
+        assert_eq!(j["failures"], 0, "{job}: a retry is not a failure");
+        let dest = t.join(dest);
+        // Stage one happened: the new pool file is there.
+        assert_eq!(std::fs::read(dest.join("pool/main/b.deb")).unwrap(), tree::random_bytes(50_000, 3), "{job}");
+        // The late phase did not: old index, no deletion.
+        assert_eq!(std::fs::read(dest.join("dists/stable/Release")).unwrap(), old_release, "{job}: index published early");
+        assert!(dest.join("pool/main/a.deb").exists(), "{job}: deleted while the upstream was updating");
+        assert!(support::evil::temps_under(&dest).is_empty(), "{job}");
+    }
+    assert_eq!(st["jobs"]["deb-full"]["last_success"].as_f64().unwrap(), first_success, "last_success must not move");
+    // The marker job keeps its old marker (the trace is published last).
+    assert!(std::fs::read_to_string(t.join("dest-marker/project/trace/master")).unwrap().contains("2024010101"));
+    // The full job with a partial dir keeps the held-back index there.
+    assert_eq!(
+        std::fs::read(t.join("dest-full/dists/stable/.rsync-partial/Release")).unwrap(),
+        std::fs::read(src.join("dists/stable/Release")).unwrap()
+    );
+    assert!(!hook_out.exists(), "the after hook ran for a held-back run: {:?}", std::fs::read_to_string(&hook_out));
+    let html = std::fs::read_to_string(t.join("state/status.html")).unwrap();
+    assert!(html.contains("data-job=\"deb-full\" data-result=\"retry\""), "{html}");
+    assert!(html.contains(lock), "the scoreboard says why");
+    assert_eq!(st["jobs"]["deb-full"]["next_due"].as_f64().unwrap().round(), (st["jobs"]["deb-full"]["last_end"].as_f64().unwrap() + 600.0).round(), "retried after min_wait_fail");
+
+    // The upstream is done: the lock goes, the next run completes.
+    std::fs::remove_file(src.join(lock)).unwrap();
+    let before = d.sessions().len();
+    let o = rmirror(&["run", "--once", "--ignore-timers", "-c", c]);
+    assert!(o.status.success(), "{}", show(&o));
+    let st = status_json(&cfg);
+    for (job, dest) in [("deb-marker", "dest-marker"), ("deb-full", "dest-full")] {
+        assert_eq!(st["jobs"][job]["result"], "ok", "{job}");
+        let dest = t.join(dest);
+        oracle::assert_clean(&d.url("debian"), &dest);
+        assert!(!dest.join(lock).exists() && !dest.join("pool/main/a.deb").exists(), "{job}");
+    }
+    assert!(!t.join("dest-full/dists/stable/.rsync-partial").exists());
+    let hooks = std::fs::read_to_string(&hook_out).unwrap();
+    assert!(hooks.contains("deb-marker ok") && hooks.contains("deb-full ok"), "{hooks}");
+    // The index the full job held back was resumed from its partial dir:
+    // of the two sessions that sent Release now, the marker job's sent the
+    // whole 40 kB, the full job's almost nothing.
+    let log = d.transfer_log();
+    let mut sent: Vec<u64> = d.sessions()[before..]
+        .iter()
+        .filter(|x| log.iter().any(|l| l.pid == x.pid && l.op == "send" && l.name.ends_with("dists/stable/Release")))
+        .map(|x| x.sent)
+        .collect();
+    sent.sort();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[0] < 15_000 && sent[1] > 40_000, "sent bytes per session: {sent:?}");
+}

@@ -27,6 +27,8 @@
 //! contimeout = "30s"
 //! wall_timeout = "6h"              # whole run
 //! late_publish = ["repodata/", "Packages*", "Release", "InRelease"]
+//! # update_markers = ["Archive-Update-in-Progress-*"]  # (default) upstream mid-update: hold the late phase, retry
+//! # partial_dir = ".rsync-partial"  # keep interrupted files there, resume from them next run
 //! before = "logger starting $RMIRROR_JOB"
 //! after = "/usr/local/bin/trigger-downstream"   # env: RMIRROR_RESULT, _EXIT, _FILES, _BYTES, …
 //! on_failure = "mail -s \"$RMIRROR_JOB failed: $RMIRROR_MESSAGE\" root < /dev/null"
@@ -133,6 +135,12 @@ pub struct JobConfig {
     pub wall_timeout: Option<Duration>,
     pub contimeout: Option<Duration>,
     pub late_publish: Vec<String>,
+    /// Top-level upstream names (globs) meaning the upstream is being updated
+    /// (ftpsync's `Archive-Update-in-Progress-*`, the default): the run then
+    /// holds back the late phase and deletions and is retried.
+    pub update_markers: Vec<String>,
+    /// `--partial-dir` for the job's tree syncs.
+    pub partial_dir: Option<crate::engine::partial::PartialDir>,
     pub hooks: Hooks,
     pub password_file: Option<PathBuf>,
     /// What to leave in the tree for downstream mirrors after a run.
@@ -181,7 +189,11 @@ const JOB_KEYS: &[&str] = &[
     "freshness", "max_age", "interval", "min_wait_ok", "min_wait_fail", "random_delay", "filter",
     "exclude", "include", "max_delete", "timeout", "wall_timeout", "contimeout", "late_publish",
     "before", "after", "on_failure", "password_file", "trace", "timestamp_file", "mirror_yml", "write_recent",
+    "update_markers", "partial_dir",
 ];
+
+/// The default `update_markers`: ftpsync's lock file on the upstream's top level.
+pub const DEFAULT_UPDATE_MARKERS: &[&str] = &["Archive-Update-in-Progress-*"];
 
 const TRACE_KEYS: &[&str] = &["host", "dir", "maintainer", "sponsor", "country", "location", "throughput"];
 const MIRROR_LIST_KEYS: &[&str] = &["path", "master", "mirrors"];
@@ -499,6 +511,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
         let mut wall_timeout = None;
         let mut contimeout = Some(Duration::from_secs(30));
         let mut late_publish = Vec::new();
+        let mut update_markers: Vec<String> = DEFAULT_UPDATE_MARKERS.iter().map(|s| s.to_string()).collect();
+        let mut partial_dir = None;
         let mut hooks = Hooks::default();
         let mut password_file = None;
         let mut publish = crate::publish::PublishConfig::default();
@@ -638,6 +652,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
                         late_publish = l;
                     }
                 }
+                "update_markers" => {
+                    if let Some(l) = cx.strings(k, v) {
+                        for p in &l {
+                            if p.is_empty() || p.contains('/') {
+                                cx.err(k.span(), key, format!("bad pattern {p:?} (a top-level name: no '/')"));
+                            }
+                        }
+                        update_markers = l;
+                    }
+                }
+                "partial_dir" => {
+                    if let Some(s) = cx.string(k, v) {
+                        match crate::engine::partial::PartialDir::parse(std::ffi::OsStr::new(&s)) {
+                            Ok(p) => partial_dir = p,
+                            Err(e) => cx.err(k.span(), key, e),
+                        }
+                    }
+                }
                 "before" => hooks.before = cx.string(k, v),
                 "after" => hooks.after = cx.string(k, v),
                 "on_failure" => hooks.on_failure = cx.string(k, v),
@@ -751,6 +783,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
             wall_timeout,
             contimeout,
             late_publish,
+            update_markers,
+            partial_dir,
             hooks,
             password_file,
             publish,
@@ -850,6 +884,22 @@ upstream = "rsync://h/b/"
         let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
         assert!(got.contains(&(5, "trace")) && got.contains(&(7, "write_recent")), "{errs:?}");
         assert!(errs.iter().any(|e| e.msg.contains("..")), "{errs:?}");
+    }
+
+    #[test]
+    fn update_markers_and_partial_dir() {
+        let base = "[[job]]\nname = \"a\"\ndestination = \"/tmp/a\"\nupstream = \"rsync://h/m/\"\n";
+        let c = parse(base, Path::new("/tmp/x.toml")).unwrap();
+        assert_eq!(c.jobs[0].update_markers, vec!["Archive-Update-in-Progress-*".to_string()], "on by default");
+        assert_eq!(c.jobs[0].partial_dir, None);
+        let t = format!("{base}update_markers = []\npartial_dir = \".rsync-partial\"\n");
+        let c = parse(&t, Path::new("/tmp/x.toml")).unwrap();
+        assert!(c.jobs[0].update_markers.is_empty());
+        assert_eq!(c.jobs[0].partial_dir, Some(crate::engine::partial::PartialDir::Relative(b".rsync-partial".to_vec())));
+        let t = format!("{base}update_markers = [\"dir/LOCK\"]\npartial_dir = \"../out\"\n");
+        let errs = parse(&t, Path::new("/tmp/x.toml")).unwrap_err();
+        let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(got, vec![(5, "update_markers"), (6, "partial_dir")], "{errs:?}");
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub fn next_due(job: &JobConfig, st: Option<&JobStatus>) -> f64 {
         Some(RunState::Ok) | Some(RunState::Unchanged) => {
             (start + job.interval.as_secs_f64()).max(end + job.min_wait_ok.as_secs_f64())
         }
-        Some(RunState::Failed) => end + job.min_wait_fail.as_secs_f64(),
+        Some(RunState::Failed) | Some(RunState::Retry) => end + job.min_wait_fail.as_secs_f64(),
         // A run of a process that died (its entry still says running).
         Some(RunState::Running) => start + job.min_wait_fail.as_secs_f64(),
         Some(RunState::Skipped) => st.next_due.unwrap_or(end + 60.0),
@@ -419,7 +419,8 @@ pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>
                 trigger: "run".into(),
                 bytes_received: r.as_ref().map_or(0, |x| x.bytes),
                 events: rec.take(),
-                success: r.is_ok(),
+                // A held-back run is not a complete tree: no trace or timestamp.
+                success: r.as_ref().is_ok_and(|x| x.retry.is_none()),
             };
             if rec.skipped() > 0 {
                 log(&job.name, &format!("{} changed names are not UTF-8 and are not in the RECENT files", rec.skipped()));
@@ -437,6 +438,14 @@ pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>
             }
         }
         match r {
+            Ok(rr) if rr.retry.is_some() => JobRun {
+                state: RunState::Retry,
+                // rsync's "partial transfer": the tree is not complete yet.
+                exit: ExitCode::Partial,
+                message: rr.retry.clone().unwrap_or_default(),
+                result: Some(rr),
+                upstream: up,
+            },
             Ok(rr) => JobRun {
                 state: if rr.outcome == Outcome::Unchanged { RunState::Unchanged } else { RunState::Ok },
                 exit: rr.exit,
@@ -449,7 +458,12 @@ pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>
     }
     .await;
     let end = now_f();
-    let hook = if run.state == RunState::Failed { job.hooks.on_failure.as_deref().map(|h| ("on_failure", h)) } else { job.hooks.after.as_deref().map(|h| ("after", h)) };
+    // A held-back run (retry) is neither: downstream is not triggered, nobody is paged.
+    let hook = match run.state {
+        RunState::Failed => job.hooks.on_failure.as_deref().map(|h| ("on_failure", h)),
+        RunState::Retry => None,
+        _ => job.hooks.after.as_deref().map(|h| ("after", h)),
+    };
     if let Some((which, h)) = hook {
         if let Err(e) = run_hook(&job, which, h, hook_env(&job, Some(&run), start, Some(end))).await {
             log(&job.name, &e);
@@ -478,10 +492,10 @@ pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>
             s.deleted = 0;
             s.sessions = 0;
         }
-        if run.state == RunState::Failed {
-            s.failures += 1;
-        } else {
-            s.last_success = Some(end);
+        match run.state {
+            RunState::Failed => s.failures += 1,
+            RunState::Ok | RunState::Unchanged => s.last_success = Some(end),
+            _ => {}
         }
         let snapshot = s.clone();
         s.next_due = Some(next_due(&job, Some(&snapshot)));
@@ -598,7 +612,7 @@ pub async fn run(opts: RunOptions) -> Result<ExitCode, String> {
             Some(r) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok((name, run)) = r {
                     running.remove(&name);
-                    if run.state == RunState::Failed && worst == ExitCode::Ok {
+                    if matches!(run.state, RunState::Failed | RunState::Retry) && worst == ExitCode::Ok {
                         worst = if run.exit == ExitCode::Ok { ExitCode::Partial } else { run.exit };
                     }
                 }

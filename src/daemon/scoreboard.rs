@@ -62,6 +62,7 @@ pub fn render(title: &str, rows: &[(String, JobStatus)], metrics: &BTreeMap<Stri
 <title>{t}</title>\n<style>\n{CSS}</style></head>\n<body>\n<header><h1>{t}</h1>\
 <p class=\"summary\"><span id=\"total\">{n} jobs</span> · <span class=\"ok\">{ok} ok</span> · \
 <span class=\"unchanged\">{un} unchanged</span> · <span class=\"{fc}\">{failed} failed</span> · \
+<span class=\"retry\">{re} retry</span> · \
 <span class=\"running\">{ru} running</span> · generated <time>{gen}</time></p></header>\n",
         t = escape(title),
         n = rows.len(),
@@ -69,6 +70,7 @@ pub fn render(title: &str, rows: &[(String, JobStatus)], metrics: &BTreeMap<Stri
         un = counts(RunState::Unchanged),
         fc = if failed > 0 { "failed" } else { "muted" },
         ru = counts(RunState::Running),
+        re = counts(RunState::Retry),
         gen = escape(&fmt_time(now)),
     );
     h.push_str(
@@ -142,7 +144,8 @@ tr.message td{border-top:0;color:#8a1c1c;font-size:13px;padding-top:0}
 tr.message.ok td,tr.message.unchanged td{color:#4a5263}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:13px;font-weight:600;color:#fff;background:#718096}
 .badge.ok{background:#2f855a}.badge.unchanged{background:#3182ce}.badge.failed{background:#c53030}
-.badge.running{background:#d69e2e}.badge.skipped{background:#805ad5}
+.badge.running{background:#d69e2e}.badge.skipped{background:#805ad5}.badge.retry{background:#dd6b20}
+tr.message.retry td{color:#9c4221}
 .summary .ok{color:#2f855a}.summary .failed{color:#c53030;font-weight:600}.summary .unchanged{color:#3182ce}
 .muted{color:#8a93a3}
 footer{margin-top:14px;color:#8a93a3;font-size:12px}

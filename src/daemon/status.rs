@@ -18,6 +18,9 @@ pub enum RunState {
     /// Not run: the destination lock was busy.
     Skipped,
     Running,
+    /// Not complete, retried soon: the upstream was being updated, so the
+    /// late phase (index files) and deletions were held back.
+    Retry,
 }
 
 impl RunState {
@@ -28,6 +31,7 @@ impl RunState {
             RunState::Failed => "failed",
             RunState::Skipped => "skipped",
             RunState::Running => "running",
+            RunState::Retry => "retry",
         }
     }
 }

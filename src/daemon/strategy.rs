@@ -6,6 +6,11 @@
 //! * `marker` (IUS): fetch the marker into a private staging dir; equal to the
 //!   local copy → no-op; otherwise the full sync with the marker excluded, and
 //!   the staged marker renamed into place last.
+//!
+//! Both hold back the late phase (and deletions) when the upstream's top level
+//! shows an update in progress (`update_markers`, ftpsync's
+//! `Archive-Update-in-Progress-*`); the run then ends as `retry`, and the
+//! marker is not published.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -53,6 +58,9 @@ pub struct RunResult {
     pub files: u64,
     pub bytes: u64,
     pub deleted: u64,
+    /// The run is not complete and should be retried soon: why (the upstream
+    /// was being updated, so the late phase was held back).
+    pub retry: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,7 +133,7 @@ impl Planner for RecentPlanner {
             let bytes: u64 = summary.reports.iter().map(|r| r.bytes_received).sum();
             let deleted: u64 = summary.reports.iter().map(|r| r.deleted).sum();
             let outcome = if files == 0 && deleted == 0 { Outcome::Unchanged } else { Outcome::Synced };
-            Ok(RunResult { outcome, exit: ExitCode::Ok, sessions: summary.passes as u32, files, bytes, deleted })
+            Ok(RunResult { outcome, exit: ExitCode::Ok, sessions: summary.passes as u32, files, bytes, deleted, retry: None })
         })
     }
 }
@@ -145,6 +153,7 @@ pub fn base_spec(job: &JobConfig, source: RemoteSpec, dest: &Path, password: Opt
     ps.timeout = job.timeout;
     ps.contimeout = job.contimeout;
     ps.password = password;
+    ps.partial_dir = job.partial_dir.clone();
     ps
 }
 
@@ -245,9 +254,19 @@ async fn sync_tree(ctx: &RunCtx, hold_back: &[String], total: &mut RunResult) ->
     ps.max_delete = job.max_delete;
     ps.filters = Arc::new(filters_from(&job.filters, &first, &[])?);
     ps.late_publish = job.late_publish.clone();
+    ps.update_markers = job.update_markers.clone();
     let rep = crate::engine::pull::pull(&ps, ctx.monitor.clone()).await?;
     add(total, &rep);
-    check_report(&rep, "the tree sync")
+    check_report(&rep, "the tree sync")?;
+    if let Some(m) = &rep.upstream_updating {
+        total.retry = Some(format!(
+            "upstream update in progress ({} on {}): {} late path(s) and deletions held back; retrying",
+            crate::text::escape_name(m),
+            ctx.upstream,
+            rep.late_held
+        ));
+    }
+    Ok(())
 }
 
 pub struct FullPlanner;
@@ -263,7 +282,7 @@ impl Planner for FullPlanner {
 }
 
 fn new_result(outcome: Outcome) -> RunResult {
-    RunResult { outcome, exit: ExitCode::Ok, sessions: 0, files: 0, bytes: 0, deleted: 0 }
+    RunResult { outcome, exit: ExitCode::Ok, sessions: 0, files: 0, bytes: 0, deleted: 0, retry: None }
 }
 
 /// The `Archive serial:` field of a Debian trace file.
@@ -312,6 +331,10 @@ impl Planner for MarkerPlanner {
             }
             total.outcome = Outcome::Synced;
             sync_tree(ctx, std::slice::from_ref(&job.marker), &mut total).await?;
+            if total.retry.is_some() {
+                // The marker is the last thing published: not for a held-back tree.
+                return Ok(total);
+            }
             publish_file(&staged, &local_path)
                 .map_err(|e| JobError::local(format!("cannot publish the marker {}: {e}", local_path.display()), ExitCode::FileIo))?;
             total.files += 1;

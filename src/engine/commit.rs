@@ -32,6 +32,8 @@ pub struct CommitReport {
     pub errors: u64,
     /// Deletions were skipped because of a server I/O error.
     pub delete_skipped_io: bool,
+    /// Late paths held back (the upstream is being updated).
+    pub late_held: u64,
 }
 
 fn err(ctx: &Ctx, name: &[u8], e: impl std::fmt::Display) {

@@ -68,6 +68,11 @@ pub struct SyncJob {
     pub late_publish: commit::LatePublish,
     /// `--partial-dir`: keep interrupted transfers there and resume from them.
     pub partial_dir: Option<partial::PartialDir>,
+    /// Glob patterns of top-level names that say the upstream is itself being
+    /// updated (ftpsync's `Archive-Update-in-Progress-*`): when the list has
+    /// one, the late phase (the `late_publish` paths) and deletions are held
+    /// back, so the mirror never publishes index files for a half-updated tree.
+    pub update_markers: Vec<Vec<u8>>,
 }
 
 /// The outcome of a run.
@@ -89,6 +94,11 @@ pub struct SyncReport {
     pub local_errors: u64,
     pub io_error: i32,
     pub delete_skipped_io: bool,
+    /// The upstream's top level had this update-in-progress marker
+    /// ([`SyncJob::update_markers`]): late paths and deletions were held back.
+    pub upstream_updating: Option<Vec<u8>>,
+    /// Late paths not published because of `upstream_updating`.
+    pub late_held: u64,
 }
 
 impl SyncReport {
@@ -443,6 +453,12 @@ impl Loop {
             return Err(SyncError::Session(SessionError::Violation("file list in a module listing".into())));
         };
         check_names(&list, &job)?;
+        if parent.is_none() && self.report.upstream_updating.is_none() {
+            self.report.upstream_updating = update_marker(&list, &job.update_markers);
+            if let Some(m) = &self.report.upstream_updating {
+                tracing::debug!(marker = %crate::text::escape_name(m), "upstream update in progress");
+            }
+        }
         if !session.accepts_requests() {
             return Ok(()); // empty list: the server is about to exit
         }
@@ -543,6 +559,7 @@ impl Loop {
         let io_error = session.io_error();
         let deletions_unsafe = io_error & IOERR_GENERAL != 0;
         let dry = job.local.dry_run;
+        let hold_late = self.report.upstream_updating.clone();
         let (commit, gen_errors, total, recv) = tokio::task::spawn_blocking(move || {
             let mut rep = CommitReport::default();
             let mut staged: Vec<_> = gen_reports.iter().flat_map(|g| g.staged.iter().cloned()).collect();
@@ -563,9 +580,27 @@ impl Loop {
             if !dry {
                 commit::publish_filtered(&ctx, &mut staged, &mut rep, &job.late_publish, false);
                 commit::link_followers(&ctx, &links, &mut rep);
-                commit::publish_filtered(&ctx, &mut staged, &mut rep, &job.late_publish, true);
+                match &hold_late {
+                    None => commit::publish_filtered(&ctx, &mut staged, &mut rep, &job.late_publish, true),
+                    Some(marker) => {
+                        // ftpsync's stage 2 waits for the upstream: keep the old
+                        // indices (and everything they name) until it is done.
+                        let late: Vec<_> = staged
+                            .iter()
+                            .filter(|s| !job.late_publish.is_empty() && job.late_publish.matches(&s.name))
+                            .cloned()
+                            .collect();
+                        commit::discard(&ctx, &late);
+                        rep.late_held = late.len() as u64;
+                        ctx.monitor.local_error(&format!(
+                            "upstream update in progress ({}): {} late path(s) and any deletions held back",
+                            crate::text::escape_name(marker),
+                            late.len()
+                        ));
+                    }
+                }
             }
-            if ok {
+            if ok && hold_late.is_none() {
                 // Files that could not be written (disk full, permissions) mean
                 // this run did not reproduce the tree: delete nothing (plan M3).
                 let local_failures = gen_errors + recv.failed.len() as u64 + rep.errors;
@@ -576,9 +611,9 @@ impl Loop {
                     ..job.delete.clone()
                 };
                 commit::delete_extraneous(&ctx, &job.filters, &mut extraneous, &d, &mut rep);
-                if !dry {
-                    commit::finish_dirs(&ctx, &mut dirs, &mut rep);
-                }
+            }
+            if ok && !dry {
+                commit::finish_dirs(&ctx, &mut dirs, &mut rep);
             }
             (rep, gen_errors + recv.failed.len() as u64, total, recv)
         })
@@ -595,6 +630,7 @@ impl Loop {
         self.report.published = commit.published;
         self.report.deleted = commit.deleted;
         self.report.delete_skipped_io = commit.delete_skipped_io;
+        self.report.late_held = commit.late_held;
         self.report.local_errors = gen_errors + commit.errors;
         let local = self.report.local_errors > 0;
         let mut code = self.exit_code(session, io_error, local);
@@ -614,6 +650,19 @@ impl Loop {
             ExitCode::Ok
         }
     }
+}
+
+/// The first top-level name of `list` that matches one of `patterns`.
+fn update_marker(list: &FileList, patterns: &[Vec<u8>]) -> Option<Vec<u8>> {
+    if patterns.is_empty() {
+        return None;
+    }
+    list.entries
+        .iter()
+        .flatten()
+        .filter(|e| e.name != b"." && !e.name.contains(&b'/'))
+        .find(|e| patterns.iter().any(|p| crate::filter::wildmatch(p, &e.name)))
+        .map(|e| e.name.clone())
 }
 
 /// Refuse names the server should never have sent: ones our own filter rules

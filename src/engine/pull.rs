@@ -67,6 +67,9 @@ pub struct PullSpec {
     /// `--partial-dir`: keep the received part of an interrupted file there
     /// (never under its final name) and resume from it on the next run.
     pub partial_dir: Option<PartialDir>,
+    /// Top-level names (globs) that mean the upstream is mid-update; see
+    /// [`SyncJob::update_markers`]. Empty: never hold back.
+    pub update_markers: Vec<String>,
 }
 
 impl PullSpec {
@@ -100,6 +103,7 @@ impl PullSpec {
             inc_recurse: true,
             late_publish: Vec::new(),
             partial_dir: None,
+            update_markers: Vec::new(),
             rsh: None,
             rsync_path: None,
         }
@@ -205,6 +209,7 @@ impl PullSpec {
             numeric_ids: self.numeric_ids,
             late_publish: LatePublish::new(&self.late_publish),
             partial_dir: self.partial_dir.clone(),
+            update_markers: self.update_markers.iter().map(|p| p.as_bytes().to_vec()).collect(),
         };
         Ok((cfg, job))
     }
