@@ -486,6 +486,37 @@ fn h18_partial_dir_capability_and_basis() {
     r.assert_code(REFUSED);
 }
 
+/// A server error in the middle of a file (the sender gives up after half of
+/// it): without `--partial-dir` the received part is dropped; with it, the
+/// part is kept in `.rsync-partial/f` (never under `f`, whose old content
+/// stays), and an honest rerun completes `f` and removes the partial dir.
+#[test]
+fn server_error_mid_file_keeps_the_partial_only_when_asked() {
+    let half = 6000;
+    let hook = move |c: &mut evil::Conn, req: &evil::Req| {
+        c.echo(req.ndx, req.iflags, req.head);
+        c.int(half as i32);
+        c.data(&new_f()[..half]);
+        let _ = c.msg(evil::MSG_ERROR, b"rsync: [sender] read errors mapping \"f\": Input/output error (5)\n");
+        Reply::Stop
+    };
+    let (r, sb, _s) = transfer_case_ext(Cfg::new(32), &[], hook);
+    assert_ne!(r.code, Some(0), "{}", r.show());
+    assert!(!sb.dest.join(".rsync-partial").exists());
+    let pa = "--partial-dir=.rsync-partial";
+    let (r, sb, _s) = transfer_case_ext(Cfg::new(32), &[pa], hook);
+    assert_ne!(r.code, Some(0), "{}", r.show());
+    assert_eq!(std::fs::read(sb.dest.join("f")).unwrap(), old_f());
+    assert_eq!(std::fs::read(sb.dest.join(".rsync-partial/f")).unwrap(), &new_f()[..half], "{}", r.show());
+    let srv = EvilServer::honest(Cfg::new(32), xfer_files());
+    let r = evil::sync(&srv.url("m"), &sb.dest, &[pa]);
+    r.assert_code(&[0]);
+    assert_eq!(std::fs::read(sb.dest.join("f")).unwrap(), new_f());
+    assert!(!sb.dest.join(".rsync-partial").exists(), "{}", r.show());
+    evil::assert_no_temps(&sb.dest);
+    sb.assert_outside_unchanged();
+}
+
 // ---------------------------------------------------------------------------
 // Transfer-phase attacks: DEST holds an old "f"; the list offers a new "f"
 // ---------------------------------------------------------------------------
