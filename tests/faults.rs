@@ -767,7 +767,7 @@ fn l03_huge_file_resume_48m() {
 }
 
 #[test]
-#[ignore = "nightly: 400 MB file cut at 60 % then resumed (~1 GB disk); run: cargo test --release --test faults l03_huge_file_resume_400m -- --ignored"]
+#[ignore = "nightly: 400 MB file cut at 60 % then resumed (~1 GB disk); run: cargo test --test faults l03_huge_file_resume_400m -- --ignored"]
 fn l03_huge_file_resume_400m() {
     huge_file_resume(400 << 20, Duration::from_secs(600));
 }
