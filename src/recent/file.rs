@@ -4,6 +4,7 @@ use super::epoch::{Epoch, EpochError};
 use super::interval::{Interval, IntervalError};
 use super::json::{Cursor, Json, JsonError, Spanned};
 use super::names::split_rfilename;
+use super::yaml;
 
 /// Largest RECENT file accepted (bytes).  CPAN's biggest (`RECENT-Z.json`)
 /// is tens of MiB.
@@ -31,12 +32,24 @@ pub const MAX_PROTOCOL: u32 = 1;
 pub enum RecentError {
     #[error("{file}: {size} bytes exceeds the limit of {MAX_RECENT_BYTES} bytes")]
     TooLarge { file: String, size: usize },
-    #[error("{file}: YAML RECENT files are not supported yet (only the JSON flavour, which CPAN publishes, is); a YAML reader would need a crate such as serde_yaml or yaml-rust2")]
-    YamlNotSupported { file: String },
-    #[error("{file}: serializer {suffix:?} is not supported (only .json)")]
+    #[error("{file}: serializer {suffix:?} is not supported (only .json and .yaml; .sto and .dd are Perl-only formats)")]
     UnsupportedSerializer { file: String, suffix: String },
-    #[error("{file}: not valid UTF-8 JSON (invalid UTF-8 at byte {offset})")]
+    #[error("{file}: not valid UTF-8 text (invalid UTF-8 at byte {offset})")]
     NotUtf8 { file: String, offset: usize },
+    #[error("{file}: YAML error at line {line} column {col}: {msg}")]
+    Yaml {
+        file: String,
+        line: usize,
+        col: usize,
+        msg: String,
+    },
+    #[error("{file}: {what} {value:?} is not acceptable: {why}")]
+    BadMeta {
+        file: String,
+        what: &'static str,
+        value: String,
+        why: &'static str,
+    },
     #[error("{file}: JSON syntax error at byte {offset}: {msg}")]
     Json {
         file: String,
@@ -193,6 +206,39 @@ pub struct RecentFile {
     pub meta: Meta,
     /// Newest first, strictly decreasing epochs.
     pub events: Vec<RecentEvent>,
+    /// The format the bytes were actually read as.
+    pub serializer: Serializer,
+    /// The suffix of the name it was read under (`.yaml` of
+    /// `RECENT-1h.yaml`), `None` for `RECENT.recent`.
+    pub name_suffix: Option<String>,
+}
+
+/// The serializations this reader understands (the reference also knows
+/// `.sto` (Storable) and `.dd` (Data::Dumper), which are Perl-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Serializer {
+    Json,
+    /// YAML as YAML::Syck writes it (the reference's default serializer).
+    Yaml,
+}
+
+impl Serializer {
+    /// The canonical suffix, with its dot.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Serializer::Json => ".json",
+            Serializer::Yaml => ".yaml",
+        }
+    }
+
+    /// The serializer a file-name suffix selects (`.yml` accepted too).
+    pub fn from_suffix(suffix: &str) -> Option<Serializer> {
+        match suffix {
+            ".json" => Some(Serializer::Json),
+            ".yaml" | ".yml" => Some(Serializer::Yaml),
+            _ => None,
+        }
+    }
 }
 
 impl RecentFile {
@@ -223,9 +269,17 @@ impl RecentFile {
         self.meta.filenameroot.as_deref().unwrap_or("RECENT")
     }
 
-    /// `serializer_suffix`, defaulting to `.json`.
+    /// The suffix of this set's file names, found as the reference finds
+    /// it: `meta.serializer_suffix` when present (it overrides the name),
+    /// else the suffix of the name the file was read under (for
+    /// `RECENT.recent`, the symlink's target), else — a principal copy with
+    /// no such member — the format its content was read as.
     pub fn serializer_suffix(&self) -> &str {
-        self.meta.serializer_suffix.as_deref().unwrap_or(".json")
+        self.meta
+            .serializer_suffix
+            .as_deref()
+            .or(self.name_suffix.as_deref())
+            .unwrap_or(self.serializer.suffix())
     }
 
     /// The canonical file name of this file, e.g. `RECENT-1h.json`
@@ -281,67 +335,30 @@ pub fn parse_recent_with(
         });
     }
     let name_parts = split_rfilename(name_hint);
-    let suffix = name_parts.as_ref().map(|p| p.suffix.as_str());
-    match suffix {
-        Some(".yaml") | Some(".yml") => return Err(RecentError::YamlNotSupported { file }),
-        Some(".json") | None => {}
-        Some(other) => {
-            return Err(RecentError::UnsupportedSerializer {
-                file,
-                suffix: other.to_string(),
-            })
-        }
-    }
+    let name_suffix = name_parts.as_ref().map(|p| p.suffix.clone());
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let first = body.iter().copied().find(|c| !c.is_ascii_whitespace());
-    if suffix.is_none() && body.starts_with(b"---") {
-        // e.g. RECENT.recent being a copy of a YAML file
-        return Err(RecentError::YamlNotSupported { file });
-    }
+    let serializer = match name_suffix.as_deref() {
+        Some(sfx) => Serializer::from_suffix(sfx).ok_or_else(|| RecentError::UnsupportedSerializer {
+            file: file.clone(),
+            suffix: sfx.chars().take(40).collect(),
+        })?,
+        // `RECENT.recent` as a copy: the content tells (JSON documents
+        // start with `{` or `[`; YAML::Syck's with `---`)
+        None => match first {
+            Some(b'{' | b'[') | None => Serializer::Json,
+            Some(_) => Serializer::Yaml,
+        },
+    };
     let text = std::str::from_utf8(body).map_err(|e| RecentError::NotUtf8 {
         file: file.clone(),
         offset: e.valid_up_to(),
     })?;
-    let jerr = |file: &str, e: JsonError| RecentError::Json {
-        file: file.to_string(),
-        offset: e.offset,
-        msg: e.msg,
+    let (meta, events) = match serializer {
+        Serializer::Json => read_json_document(text, first, &file, opts)?,
+        Serializer::Yaml => yaml::read_document(text, &file, opts)?,
     };
-    let mut cur = Cursor::new(text);
-    let (meta, events) = match first {
-        Some(b'[') => {
-            let events = read_events(&mut cur, &file, opts)?;
-            (
-                Meta {
-                    protocol: 0,
-                    ..Meta::default()
-                },
-                events,
-            )
-        }
-        Some(b'{') => read_top_object(&mut cur, &file, opts)?,
-        Some(_) => {
-            let found = match cur.value() {
-                Ok(v) => v.v.kind(),
-                Err(e) => return Err(jerr(&file, e)),
-            };
-            return Err(RecentError::TopLevel { file, found });
-        }
-        None => {
-            return Err(RecentError::Json {
-                file,
-                offset: 0,
-                msg: "empty document".into(),
-            })
-        }
-    };
-    if !cur.at_end() {
-        return Err(RecentError::Json {
-            file,
-            offset: cur.i,
-            msg: "trailing data after the document".into(),
-        });
-    }
+    check_names(&meta, &file)?;
 
     // interval: meta wins, name must agree
     let name_interval = match &name_parts {
@@ -392,7 +409,105 @@ pub fn parse_recent_with(
         interval,
         meta,
         events,
+        serializer,
+        name_suffix,
     })
+}
+
+fn read_json_document(
+    text: &str,
+    first: Option<u8>,
+    file: &str,
+    opts: ParseOptions,
+) -> Result<(Meta, Vec<RecentEvent>), RecentError> {
+    let mut cur = Cursor::new(text);
+    let (meta, events) = match first {
+        Some(b'[') => {
+            let events = read_events(&mut cur, file, opts)?;
+            (
+                Meta {
+                    protocol: 0,
+                    ..Meta::default()
+                },
+                events,
+            )
+        }
+        Some(b'{') => read_top_object(&mut cur, file, opts)?,
+        Some(_) => {
+            let found = match cur.value() {
+                Ok(v) => v.v.kind(),
+                Err(e) => return Err(json_err(file, e)),
+            };
+            return Err(RecentError::TopLevel {
+                file: file.into(),
+                found,
+            });
+        }
+        None => {
+            return Err(RecentError::Json {
+                file: file.into(),
+                offset: 0,
+                msg: "empty document".into(),
+            })
+        }
+    };
+    if !cur.at_end() {
+        return Err(RecentError::Json {
+            file: file.into(),
+            offset: cur.i,
+            msg: "trailing data after the document".into(),
+        });
+    }
+    Ok((meta, events))
+}
+
+/// Longest `meta.filenameroot` accepted.
+pub const MAX_FILENAMEROOT_BYTES: usize = 200;
+/// Longest `meta.serializer_suffix` accepted (with its dot).
+pub const MAX_SUFFIX_BYTES: usize = 16;
+
+/// `filenameroot` and `serializer_suffix` become file names the client
+/// requests and publishes: they must be plain names.
+fn check_names(meta: &Meta, file: &str) -> Result<(), RecentError> {
+    let bad = |what, value: &str, why| RecentError::BadMeta {
+        file: file.into(),
+        what,
+        value: value.chars().take(80).collect(),
+        why,
+    };
+    if let Some(r) = &meta.filenameroot {
+        if r.is_empty() || r.len() > MAX_FILENAMEROOT_BYTES {
+            return Err(bad("meta.filenameroot", r, "must be 1 to 200 bytes"));
+        }
+        if r.contains('/') {
+            return Err(bad(
+                "meta.filenameroot",
+                r,
+                "must not contain a directory separator",
+            ));
+        }
+        if r.chars().any(char::is_control) || r == "." || r == ".." {
+            return Err(bad(
+                "meta.filenameroot",
+                r,
+                "must be a plain file name without control characters",
+            ));
+        }
+    }
+    if let Some(sfx) = &meta.serializer_suffix {
+        let ok = sfx.len() >= 2
+            && sfx.len() <= MAX_SUFFIX_BYTES
+            && sfx.starts_with('.')
+            && sfx[1..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok {
+            return Err(bad(
+                "meta.serializer_suffix",
+                sfx,
+                "must be a dot and up to 15 letters, digits or '_' (e.g. .json, .yaml)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn json_err(file: &str, e: JsonError) -> RecentError {
@@ -424,7 +539,7 @@ fn read_top_object(
                         });
                     }
                     let v = cur.value().map_err(j)?;
-                    meta = Some(read_meta(v, cur.text(), file)?);
+                    meta = Some(read_meta(v, file)?);
                 }
                 "recent" => {
                     if events.is_some() {
@@ -465,10 +580,23 @@ fn read_top_object(
     Ok((meta, events))
 }
 
-fn to_serde(v: &Spanned<'_>, text: &str) -> serde_json::Value {
-    text.get(v.start..v.end)
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or(serde_json::Value::Null)
+/// A generic value as `serde_json` (for members kept verbatim in
+/// `Meta::other` and friends).  Numbers keep their text where `serde_json`
+/// can represent it.
+fn to_serde(v: &Json<'_>) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Num(n) => serde_json::from_str(n).unwrap_or(Value::Null),
+        Json::Str(s) => Value::String(s.clone()),
+        Json::Arr(a) => Value::Array(a.iter().map(|x| to_serde(&x.v)).collect()),
+        Json::Obj(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), to_serde(&x.v)))
+                .collect(),
+        ),
+    }
 }
 
 fn opt_epoch(v: &Spanned<'_>, file: &str, what: &str) -> Result<Option<Epoch>, RecentError> {
@@ -509,7 +637,7 @@ fn opt_string(v: Spanned<'_>, file: &str, what: &str) -> Result<Option<String>, 
     }
 }
 
-fn read_meta(v: Spanned<'_>, text: &str, file: &str) -> Result<Meta, RecentError> {
+pub(super) fn read_meta(v: Spanned<'_>, file: &str) -> Result<Meta, RecentError> {
     let members = match v.v {
         Json::Obj(m) => m,
         other => {
@@ -593,7 +721,7 @@ fn read_meta(v: Spanned<'_>, text: &str, file: &str) -> Result<Meta, RecentError
                                     opt_string(mv, file, "meta.merged.into_interval")?
                             }
                             _ => {
-                                merged.other.insert(mk, to_serde(&mv, text));
+                                merged.other.insert(mk, to_serde(&mv.v));
                             }
                         }
                     }
@@ -618,7 +746,7 @@ fn read_meta(v: Spanned<'_>, text: &str, file: &str) -> Result<Meta, RecentError
                             "max" => mm.max = opt_epoch(&mv, file, "meta.minmax.max")?,
                             "mtime" => mm.mtime = opt_epoch(&mv, file, "meta.minmax.mtime")?,
                             _ => {
-                                mm.other.insert(mk, to_serde(&mv, text));
+                                mm.other.insert(mk, to_serde(&mv.v));
                             }
                         }
                     }
@@ -654,11 +782,42 @@ fn read_meta(v: Spanned<'_>, text: &str, file: &str) -> Result<Meta, RecentError
             "canonize" => meta.canonize = opt_string(v, file, "meta.canonize")?,
             "comment" => meta.comment = opt_string(v, file, "meta.comment")?,
             _ => {
-                meta.other.insert(k, to_serde(&v, text));
+                meta.other.insert(k, to_serde(&v.v));
             }
         }
     }
     Ok(meta)
+}
+
+/// Append `ev` (event number `out.len()`) after checking the order the
+/// reference writer guarantees: strictly decreasing epochs.
+pub(super) fn push_event(
+    out: &mut Vec<RecentEvent>,
+    ev: RecentEvent,
+    file: &str,
+    opts: ParseOptions,
+) -> Result<(), RecentError> {
+    if out.len() >= MAX_RECENT_ENTRIES {
+        return Err(RecentError::TooManyEntries { file: file.into() });
+    }
+    if let Some(prev) = out.last() {
+        let bad = if opts.allow_equal_epochs {
+            ev.epoch > prev.epoch
+        } else {
+            ev.epoch >= prev.epoch
+        };
+        if bad {
+            return Err(RecentError::Disorder {
+                file: file.into(),
+                index: out.len(),
+                path: ev.path,
+                epoch: ev.epoch.to_string(),
+                previous: prev.epoch.to_string(),
+            });
+        }
+    }
+    out.push(ev);
+    Ok(())
 }
 
 /// Read the `recent` array straight into events, validating as we go.
@@ -680,23 +839,7 @@ fn read_events(
         }
         let v = cur.value().map_err(j)?;
         let ev = read_event(v, file, index)?;
-        if let Some(prev) = out.last() {
-            let bad = if opts.allow_equal_epochs {
-                ev.epoch > prev.epoch
-            } else {
-                ev.epoch >= prev.epoch
-            };
-            if bad {
-                return Err(RecentError::Disorder {
-                    file: file.into(),
-                    index,
-                    path: ev.path,
-                    epoch: ev.epoch.to_string(),
-                    previous: prev.epoch.to_string(),
-                });
-            }
-        }
-        out.push(ev);
+        push_event(&mut out, ev, file, opts)?;
         if !cur.next_sep(b']').map_err(j)? {
             break;
         }
@@ -704,7 +847,11 @@ fn read_events(
     Ok(out)
 }
 
-fn read_event(v: Spanned<'_>, file: &str, index: usize) -> Result<RecentEvent, RecentError> {
+pub(super) fn read_event(
+    v: Spanned<'_>,
+    file: &str,
+    index: usize,
+) -> Result<RecentEvent, RecentError> {
     let members = match v.v {
         Json::Obj(m) => m,
         other => {

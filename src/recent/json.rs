@@ -73,10 +73,6 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    pub fn text(&self) -> &'a str {
-        self.text
-    }
-
     pub fn err<T>(&self, msg: impl Into<String>) -> JResult<T> {
         Err(JsonError {
             offset: self.i,

@@ -6,7 +6,7 @@
 //!
 //! * [`Epoch`] – exact decimal timestamps (never compared as floats).
 //! * [`Interval`] – `1h 6h 1d 1W 1M 1Q 1Y Z`.
-//! * [`parse_recent`] – one JSON RECENT file (protocol 0 or 1), validated.
+//! * [`parse_recent`] – one RECENT file, JSON or YAML (protocol 0 or 1), validated.
 //! * [`names`] – file-name helpers (`RECENT.recent`, `RECENT-1h.json`).
 //! * [`plan`] – interval chain, merged/minmax overlap rule, dirtymark check,
 //!   newest-event-per-path collapsing and delete ordering.
@@ -15,13 +15,14 @@ pub mod epoch;
 pub mod file;
 pub mod interval;
 mod json;
+mod yaml;
 pub mod names;
 pub mod plan;
 
 pub use epoch::{Epoch, EpochError};
 pub use file::{
     check_path, parse_recent, parse_recent_with, EventType, Merged, Meta, MinMax, ParseOptions,
-    RecentError, RecentEvent, RecentFile,
+    RecentError, RecentEvent, RecentFile, Serializer,
 };
 pub use interval::{Interval, IntervalError, IntervalUnit};
 pub use json::{MAX_JSON_CONTAINER_ITEMS, MAX_JSON_DEPTH, MAX_JSON_STRING_BYTES};

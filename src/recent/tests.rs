@@ -92,10 +92,10 @@ fn parses_protocol_0_and_principal_copy() {
     // RECENT.recent as a copy of the principal: meta tells the real name
     let f = parse_recent(SAMPLE_1H.as_bytes(), "RECENT.recent").unwrap();
     assert_eq!(f.rfilename(), "RECENT-1h.json");
-    // a YAML copy is recognised as YAML
+    // a YAML copy is recognised as YAML (and read as such)
     assert!(matches!(
         parse_recent(b"--- \nmeta: {}\n", "RECENT.recent"),
-        Err(RecentError::YamlNotSupported { .. })
+        Err(RecentError::Missing { what: "recent", .. })
     ));
 }
 
@@ -103,7 +103,7 @@ fn parses_protocol_0_and_principal_copy() {
 fn serializer_and_size_errors() {
     assert!(matches!(
         parse_recent(b"---\n", "RECENT-1h.yaml"),
-        Err(RecentError::YamlNotSupported { .. })
+        Err(RecentError::TopLevel { found: "null", .. })
     ));
     assert!(matches!(
         parse_recent(b"x", "RECENT-1h.sto"),
