@@ -3,6 +3,9 @@
 //!
 //! * Chain `1h 6h 1d 1W 1M 1Q 1Y Z` (configurable), every file carrying
 //!   the same `meta.aggregator`, `RECENT.recent` a symlink to the principal.
+//! * JSON files (`RECENT-1h.json`, what CPAN publishes) by default, or YAML
+//!   as YAML::Syck writes them (`RECENT-1h.yaml`, the reference's default):
+//!   [`Producer::with_format`].
 //! * `update`: the newest event per path wins inside a file (older entries
 //!   of the path are removed), epochs strictly increasing, 10 µs quanta,
 //!   written as decimal **strings**.
@@ -26,7 +29,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rmirror::publish::recent::{now_quanta, RecentLog, Q};
-pub use rmirror::publish::recent::{Ev, DEFAULT_CHAIN};
+pub use rmirror::publish::recent::{Ev, Serializer, DEFAULT_CHAIN};
 
 pub fn interval_secs(s: &str) -> u64 {
     rmirror::publish::recent::interval_secs(s).expect("interval")
@@ -49,8 +52,13 @@ impl Producer {
     }
 
     pub fn with_chain(root: &Path, chain: &[&str]) -> Producer {
+        Producer::with_format(root, chain, Serializer::Json)
+    }
+
+    /// A producer writing its chain as `serializer` (`.json` or `.yaml`).
+    pub fn with_format(root: &Path, chain: &[&str], serializer: Serializer) -> Producer {
         let now = now_quanta();
-        let mut log = RecentLog::new(chain, now).expect("chain");
+        let mut log = RecentLog::new(chain, now).expect("chain").with_serializer(serializer);
         log.producer = "recent_producer.rs".into();
         Producer { root: root.to_path_buf(), log, clock: None, next_mtime: (now / Q) as i64 - 1_000_000 }
     }
