@@ -237,8 +237,18 @@ async fn fetch_principal(ctx: &TreeCtx<'_>, st: &TreeState) -> Result<(Principal
     } else {
         let file = read_staged(&ctx.staging, &pname)?.ok_or_else(|| PassError::Io(format!("{pname} was not fetched")))?;
         let name = file.rfilename();
-        // keep a copy under its real name too, so it is published like a symlinked set
-        let _ = std::fs::copy(&ppath, ctx.staging.join(&name));
+        // The file under its real name is published with the set: fetch it
+        // too (with its own mtime), unless it came with the pointer.  Only
+        // when upstream has no such file, stage the copy under that name.
+        let mut have = names.contains(&name) && !vanished_has(&pulled.vanished, &name);
+        if !have && crate::recent::split_rfilename(&name).is_some() {
+            let again = run_pull(ctx, &ctx.staging, PullWhat::Names(std::slice::from_ref(&name)), true, FilterList::new()).await?;
+            have = !vanished_has(&again.vanished, &name);
+            pulled.vanished.extend(again.vanished);
+        }
+        if !have {
+            let _ = std::fs::copy(&ppath, ctx.staging.join(&name));
+        }
         Ok((Principal { file, name, link: None }, pulled))
     }
 }
