@@ -954,7 +954,10 @@ pub fn session(data: &[u8]) {
     }
 }
 
-/// RECENT files: first byte picks the file name, the rest is the content.
+/// RECENT files, JSON and YAML: first byte picks the file name (and so the
+/// serializer; `RECENT.recent` and `x` make the reader sniff the content),
+/// the rest is the content.  What is accepted must keep the reader's
+/// promises: safe paths, strictly decreasing epochs, plain chain names.
 pub fn recent(data: &[u8]) {
     const NAMES: &[&str] = &[
         "RECENT-1h.json",
@@ -964,6 +967,8 @@ pub fn recent(data: &[u8]) {
         "RECENT.recent",
         "RECENT-1W.yaml",
         "x",
+        "RECENT-1h.yaml",
+        "RECENT-Z.yml",
     ];
     let Some((&sel, rest)) = data.split_first() else {
         return;
@@ -976,8 +981,16 @@ pub fn recent(data: &[u8]) {
             f.merged_epoch(),
             f.rfilename(),
         );
+        for w in f.events.windows(2) {
+            assert!(w[0].epoch > w[1].epoch, "accepted disorder in {name}");
+        }
+        for e in &f.events {
+            assert!(crate::recent::check_path(&e.path).is_ok(), "accepted unsafe path {:?}", e.path);
+        }
         let _ = crate::recent::interval_chain(&f);
-        let _ = crate::recent::chain_file_names(&f);
+        for n in crate::recent::chain_file_names(&f) {
+            assert!(!n.contains('/') && !n.contains('\0'), "chain name {n:?} is not a plain name");
+        }
     }
 }
 

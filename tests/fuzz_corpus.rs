@@ -535,6 +535,14 @@ fn handwritten_seeds(seeds: &mut Seeds) {
         "z",
         [&[3u8][..], br#"{"meta":{"interval":"Z","protocol":1,"aggregator":["6h","1d","Z"]},"recent":[{"epoch":"1700000000","path":"a/b","type":"new"}]}"#].concat(),
     );
+    // YAML as YAML::Syck lays it out; selector 7 is `RECENT-1h.yaml`, 4 `RECENT.recent`
+    let syck = "--- \nmeta: \n  Producers: \n    $0: /usr/bin/rrr-server\n    time: 1700000100.51234\n  aggregator: \n    - 6h\n    - Z\n  \
+dirtymark: '1325093856.49272'\n  filenameroot: RECENT\n  interval: 1h\n  merged: \n    epoch: 1700000000.12345\n    into_interval: 6h\n  \
+minmax: \n    max: 1700000099.5\n    min: 1699997000.25\n  protocol: 1\n  serializer_suffix: .yaml\nrecent: \n  - \n    \
+epoch: 1700000099.5\n    path: authors/id/A/AN/ANDK/CHECKSUMS\n    type: new\n  - \n    epoch: '1700000050.25'\n    \
+path: \"authors/id/X/XY/XYZ/Foo: \\\"q\\\" 1.0.tar.gz\"\n    type: delete\n  - {epoch: 1699997000.25, path: modules/02packages.details.txt.gz, type: new}\n";
+    add(seeds, "recent", "yaml-1h", [&[7u8][..], syck.as_bytes()].concat());
+    add(seeds, "recent", "yaml-copy", [&[4u8][..], syck.as_bytes()].concat());
     add(
         seeds,
         "iim_config",
@@ -641,4 +649,20 @@ fn session_seeds_reproduce_the_fixtures() {
         }
     }
     assert_eq!((whole, heads), (6, 6));
+}
+
+/// The hand-written RECENT seeds are valid documents (JSON and YAML), so
+/// the fuzzer starts from inputs that reach the member checks.
+#[test]
+fn recent_seeds_are_accepted() {
+    for (seed, name) in [
+        ("seed-1h", "RECENT-1h.json"),
+        ("seed-z", "RECENT-Z.json"),
+        ("seed-yaml-1h", "RECENT-1h.yaml"),
+        ("seed-yaml-copy", "RECENT.recent"),
+    ] {
+        let data = std::fs::read(root().join("fuzz/corpus/recent").join(seed)).unwrap();
+        let f = rmirror::recent::parse_recent(&data[1..], name).unwrap_or_else(|e| panic!("{seed}: {e}"));
+        assert!(!f.events.is_empty(), "{seed}");
+    }
 }

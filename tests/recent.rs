@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::recent_producer::Producer;
+use support::recent_producer::{Producer, Serializer, DEFAULT_CHAIN};
 use support::{oracle, tree, Module, Rsyncd, TestDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rmirror");
@@ -123,7 +123,7 @@ fn check_downstream_once(dest: &Path) -> Result<usize, String> {
                 rd.flatten()
                     .filter_map(|e| {
                         let n = e.file_name().to_string_lossy().into_owned();
-                        (n.starts_with("RECENT-") && n.ends_with(".json"))
+                        (n.starts_with("RECENT-") && (n.ends_with(".json") || n.ends_with(".yaml")))
                             .then(|| std::fs::read(e.path()).ok().map(|b| (n, b)))
                             .flatten()
                     })
@@ -136,17 +136,14 @@ fn check_downstream_once(dest: &Path) -> Result<usize, String> {
     for _attempt in 0..20 {
         let s1 = snapshot(dest);
         let mut newest: HashMap<String, (String, bool)> = HashMap::new();
-        for (_, bytes) in &s1 {
-            let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else { continue };
-            for ev in doc["recent"].as_array().into_iter().flatten() {
-                let (Some(e), Some(p), Some(t)) = (ev["epoch"].as_str(), ev["path"].as_str(), ev["type"].as_str()) else { continue };
-                let e = e.to_string();
-                let better = match newest.get(p) {
+        for (name, bytes) in &s1 {
+            for (e, p, t) in recent_entries(name, bytes) {
+                let better = match newest.get(&p) {
                     None => true,
                     Some((old, _)) => epoch_gt(&e, old),
                 };
                 if better {
-                    newest.insert(p.to_string(), (e, t == "new"));
+                    newest.insert(p, (e, t == "new"));
                 }
             }
         }
@@ -182,6 +179,35 @@ fn check_downstream_once(dest: &Path) -> Result<usize, String> {
         // the set changed while we looked: look again
     }
     Ok(0)
+}
+
+/// `(epoch, path, type)` of each entry of a local RECENT file, read with a
+/// general-purpose decoder (serde_json, or yaml_rust2's loader; epochs as
+/// the text written), not with rmirror's reader.  Unreadable: none.
+fn recent_entries(name: &str, bytes: &[u8]) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    if name.ends_with(".yaml") {
+        use yaml_rust2::Yaml;
+        let Ok(text) = std::str::from_utf8(bytes) else { return out };
+        let Ok(docs) = yaml_rust2::YamlLoader::load_from_str(text) else { return out };
+        let Some(list) = docs.first().and_then(|d| d["recent"].as_vec()) else { return out };
+        for ev in list {
+            let epoch = match &ev["epoch"] {
+                Yaml::Real(s) | Yaml::String(s) => s.clone(),
+                Yaml::Integer(i) => i.to_string(),
+                _ => continue,
+            };
+            let (Some(p), Some(t)) = (ev["path"].as_str(), ev["type"].as_str()) else { continue };
+            out.push((epoch, p.to_string(), t.to_string()));
+        }
+    } else {
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else { return out };
+        for ev in doc["recent"].as_array().into_iter().flatten() {
+            let (Some(e), Some(p), Some(t)) = (ev["epoch"].as_str(), ev["path"].as_str(), ev["type"].as_str()) else { continue };
+            out.push((e.to_string(), p.to_string(), t.to_string()));
+        }
+    }
+    out
 }
 
 /// Compare decimal epoch strings exactly.
@@ -242,9 +268,14 @@ struct Setup {
 }
 
 fn setup(n: usize, seed: u64) -> Setup {
+    setup_with(n, seed, Serializer::Json)
+}
+
+/// [`setup`] with the upstream's RECENT files written as `ser`.
+fn setup_with(n: usize, seed: u64, ser: Serializer) -> Setup {
     let src = TestDir::new("recent-src");
     quick_tree(src.path(), n, seed);
-    let mut prod = Producer::new(src.path());
+    let mut prod = Producer::with_format(src.path(), &DEFAULT_CHAIN, ser);
     let hist = some_files(src.path(), 60);
     history(&mut prod, &hist, 10.0);
     let d = Rsyncd::builder().module("pub", src.path()).start();
@@ -338,6 +369,59 @@ fn one_pass_fetches_exactly_the_changes_10k() {
 #[test]
 fn one_pass_fetches_exactly_the_changes_100k() {
     one_pass_exactly_the_changes(100_000);
+}
+
+/// The reference's default serializer: an upstream publishing
+/// `RECENT-*.yaml` (YAML::Syck's layout).  Nothing names the format: the
+/// planner learns it from `RECENT.recent`'s target, then — with the pointer
+/// a plain copy — from the copy's content and `meta.serializer_suffix`.
+#[test]
+fn yaml_upstream_one_pass_fetches_exactly_the_changes() {
+    let mut s = setup_with(3_000, 17, Serializer::Yaml);
+    let link = std::fs::read_link(s.src.path().join("RECENT.recent")).unwrap();
+    assert_eq!(link.to_string_lossy(), "RECENT-1h.yaml");
+    assert!(!s.src.path().join("RECENT-1h.json").exists());
+    for n in s.prod.file_names() {
+        assert!(n.ends_with(".yaml"), "{n}");
+        assert!(s.dest.join(&n).is_file(), "{n} published by the full sync");
+    }
+    let want = twenty_changes(&mut s);
+    let before = s.d.transfer_log().len();
+    let doc = watch_once(&s.d, &s.dest, &[]);
+    let p = &passes(&doc)[0];
+    assert_eq!(p["kind"], "incremental", "{doc:#}");
+    assert_eq!(p["complete"], true, "{doc:#}");
+    assert_eq!(p["fetched"].as_u64().unwrap() as usize, want.len(), "{doc:#}");
+    let mut sent = sent_since(&s.d, before);
+    sent.sort();
+    assert_eq!(sent, want, "the daemon sent exactly the changed paths");
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+    assert!(check_downstream_once(&s.dest).unwrap() > 20);
+    assert_eq!(read_state(&s.dest)["principal_file"], "RECENT-1h.yaml");
+
+    // RECENT.recent as a plain copy of the YAML principal
+    let mut want = Vec::new();
+    for i in 0..3 {
+        let p = format!("authors/id/C/CO/COPY/Copy-{i}.tar.gz");
+        s.prod.write_file(&p, format!("copy {i}").as_bytes());
+        want.push(p);
+    }
+    s.prod.publish();
+    let pointer = s.src.path().join("RECENT.recent");
+    let tmp = s.src.path().join(".RECENT.recent.copy");
+    std::fs::copy(s.src.path().join("RECENT-1h.yaml"), &tmp).unwrap();
+    std::fs::rename(&tmp, &pointer).unwrap();
+    assert!(std::fs::read(&pointer).unwrap().starts_with(b"--- \n"));
+    let before = s.d.transfer_log().len();
+    let doc = watch_once(&s.d, &s.dest, &[]);
+    let p = &passes(&doc)[0];
+    assert_eq!(p["kind"], "incremental", "{doc:#}");
+    let mut sent = sent_since(&s.d, before);
+    sent.sort();
+    assert_eq!(sent, want, "{doc:#}");
+    assert!(!std::fs::symlink_metadata(s.dest.join("RECENT.recent")).unwrap().file_type().is_symlink());
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+    check_downstream_once(&s.dest).unwrap();
 }
 
 #[test]
@@ -489,14 +573,21 @@ fn killed_mid_pass_resumes_and_downstream_never_sees_absent_files() {
             child = spawn(&s);
         }
     }
-    // let it catch up
+    // let it catch up: the newest event applied, and the principal file
+    // published as upstream has it (a pass that staged the principal just
+    // before the producer's last write can learn the newest epoch from the
+    // already aggregated 6h file; the next pass then publishes the new 1h)
     let newest = s.prod.newest_epoch();
+    let principal = s.prod.file_names()[0].clone();
+    let upstream_principal = std::fs::read(s.src.path().join(&principal)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let st = std::fs::read(format!("{}.rmirror/root.state.json", s.dest.display()))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-        if st.as_ref().and_then(|v| v["applied"].as_str()).is_some_and(|a| !epoch_gt(&newest, a)) {
+        if st.as_ref().and_then(|v| v["applied"].as_str()).is_some_and(|a| !epoch_gt(&newest, a))
+            && std::fs::read(s.dest.join(&principal)).ok().as_ref() == Some(&upstream_principal)
+        {
             break;
         }
         assert!(Instant::now() < deadline, "watcher did not catch up: {st:?}");
