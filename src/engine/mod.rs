@@ -508,8 +508,10 @@ impl Loop {
         )
         .with_partial(job.partial_dir.clone()));
         // Bounded in messages; a message carries at most one literal chunk (≤ 32 KiB
-        // plain, ≤ 16 KiB compressed), so this caps queued data at a few MiB.
-        let (recv_tx, recv_rx) = mpsc::channel::<RecvIn>(128);
+        // plain, ≤ 16 KiB compressed), so this caps queued data at about 1 MiB:
+        // enough to keep the disk busy while the socket is read, and small
+        // next to rsync's own footprint (a deeper queue only raised peak RSS).
+        let (recv_tx, recv_rx) = mpsc::channel::<RecvIn>(32);
         let receiver = Receiver::new(ctx.clone(), n.compression, self.res_tx.clone())
             .map_err(|e| SyncError::local(format!("cannot start decompression: {e}"), ExitCode::Unsupported))?;
         let recv_join = tokio::task::spawn_blocking(move || receiver.run(recv_rx));

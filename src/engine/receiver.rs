@@ -205,7 +205,7 @@ impl Receiver {
                     tmp = dest::tmp_name(&base, self.ctx.unique());
                     match dir.create_excl(&tmp) {
                         Ok(f) => {
-                            out = Some(BufWriter::with_capacity(1 << 20, f));
+                            out = Some(BufWriter::with_capacity(write_buffer_len(e.size), f));
                             break;
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -404,6 +404,17 @@ impl Receiver {
             self.rep.kept_partial += 1;
         }
     }
+}
+
+/// Write buffer for a file of `size` bytes (the sender's length; the real
+/// one may differ): the whole file when it is small, so a typical archive
+/// file is one `write(2)`, and at most 256 KiB for large ones — big enough
+/// for long sequential writes, small enough that a fresh buffer per file
+/// costs little memory and no page faults beyond what the file needs.
+fn write_buffer_len(size: i64) -> usize {
+    const MIN: u64 = 4 << 10;
+    const MAX: u64 = 256 << 10;
+    (size.max(0) as u64).clamp(MIN, MAX) as usize
 }
 
 fn write_out(cur: &mut Current, data: &[u8]) {

@@ -2,6 +2,7 @@
 //! never waits on reading (a writer task drains an unbounded queue), with
 //! connect and idle timeouts. All protocol logic lives in `proto`.
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -59,6 +60,21 @@ pub struct Connection {
     pub bytes_read: u64,
     pub bytes_written: std::sync::Arc<std::sync::atomic::AtomicU64>,
     record: Option<Recorder>,
+    /// A duplicate of the TCP socket's descriptor, when this is one: see
+    /// [`quick_ack`].
+    tcp_fd: Option<std::os::fd::OwnedFd>,
+}
+
+/// Acknowledge what was just read at once instead of after the delayed-ACK
+/// timer (40 ms on Linux). rsyncd writes a phase's last few bytes as
+/// separate small segments with Nagle's algorithm on, so each one waits for
+/// the ACK of the one before; between phases the client has nothing to send
+/// that could carry that ACK, and every exchange of the protocol's tail
+/// (checksum seed, end of phases, statistics) cost a delayed-ACK period.
+/// Linux clears quick-ack mode by itself, so it is set again after each read.
+/// Errors are ignored: this is only a latency hint.
+fn quick_ack(fd: BorrowedFd<'_>) {
+    let _ = rustix::net::sockopt::set_tcp_quickack(fd, true);
 }
 
 /// Records both directions of a session to files (for `protocol-fixtures/`).
@@ -87,8 +103,12 @@ impl Connection {
     }
 
     pub fn from_stream(stream: TcpStream) -> Self {
+        // A failed dup only loses the latency hint.
+        let fd = stream.as_fd().try_clone_to_owned().ok();
         let (rd, wr) = stream.into_split();
-        Self::from_halves(Box::new(rd), Box::new(wr))
+        let mut c = Self::from_halves(Box::new(rd), Box::new(wr));
+        c.tcp_fd = fd;
+        c
     }
 
     /// Start `argv` (e.g. `ssh host rsync --server --sender …`) and talk over its
@@ -153,6 +173,7 @@ impl Connection {
             bytes_read: 0,
             bytes_written: written,
             record,
+            tcp_fd: None,
         }
     }
 
@@ -205,6 +226,9 @@ impl Connection {
         };
         if n > 0 {
             self.last_rx = tokio::time::Instant::now();
+            if let Some(fd) = &self.tcp_fd {
+                quick_ack(fd.as_fd());
+            }
         }
         self.bytes_read += n as u64;
         if let Some(r) = self.record.as_mut() {
