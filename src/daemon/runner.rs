@@ -380,6 +380,9 @@ pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>
         log(&job.name, &format!("took over the stale lock of dead pid {p}"));
     }
     let start = now_f();
+    // The exported start time is the status file's (taken after the lock),
+    // not the moment the job left the queue.
+    paths.metrics.job_started(&job.name, start);
     let _ = status.update(&job.name, |s| {
         s.last_start = Some(start);
         s.result = Some(RunState::Running);
