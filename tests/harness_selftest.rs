@@ -607,3 +607,60 @@ fn is_zombie(pid: u32) -> bool {
         .map(|s| s[s.rfind(')').unwrap() + 1..].split_whitespace().next() == Some("Z"))
         .unwrap_or(true)
 }
+
+/// `support::casefs`: the case-insensitive FUSE filesystem H35 uses as DEST
+/// is a faithful filesystem (the real client's pull of the nasty tree into
+/// it is oracle-clean: modes, nanosecond and pre-1970 mtimes, symlinks,
+/// hard links, odd bytes) and really folds case while preserving it.
+#[test]
+fn casefs_is_faithful_and_case_insensitive() {
+    let (_src, d) = nasty_daemon();
+    let dir = TestDir::new("casefs");
+    let Some(m) = support::casefs::mount_for_test(dir.path(), "casefs_is_faithful_and_case_insensitive") else {
+        return;
+    };
+    let dest = m.path();
+    pull(&d.url("pub"), dest, &["--modify-window=-1"]);
+    oracle::assert_clean(&d.url("pub"), dest);
+    // The oracle sees a change made through the mount.
+    fs::write(dest.join("plain.txt"), b"changed through casefs\n").unwrap();
+    let diff = oracle::diff(&d.url("pub"), dest, &[]);
+    assert!(diff.iter().any(|l| l.ends_with(" plain.txt")), "{diff:?}");
+
+    // Case folding, case preserving.
+    let c = dest.join("case");
+    fs::create_dir(&c).unwrap();
+    fs::write(c.join("MiXed"), b"1").unwrap();
+    assert_eq!(fs::read(c.join("mixed")).unwrap(), b"1");
+    assert_eq!(fs::read(c.join("MIXED")).unwrap(), b"1");
+    let e = fs::OpenOptions::new().write(true).create_new(true).open(c.join("mixed")).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+    assert_eq!(fs::create_dir(c.join("MIXED")).unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+    let names = |p: &Path| {
+        let mut v: Vec<String> = fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&c), ["MiXed"]);
+    // Unicode folding: KELVIN SIGN is the same name as 'k'.
+    fs::write(c.join("\u{212A}ey"), b"2").unwrap();
+    assert_eq!(fs::read(c.join("key")).unwrap(), b"2");
+    // A symlink found under another case is still a symlink: O_NOFOLLOW refuses it.
+    let outside = TestDir::new("casefs-outside");
+    std::os::unix::fs::symlink(outside.path(), c.join("Link")).unwrap();
+    let md = fs::symlink_metadata(c.join("LINK")).unwrap();
+    assert!(md.file_type().is_symlink());
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let e = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(c.join("lInK")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+    }
+    // Rename over another case of an existing file replaces it.
+    fs::write(c.join("new"), b"3").unwrap();
+    fs::rename(c.join("new"), c.join("mIxEd")).unwrap();
+    assert_eq!(fs::read(c.join("MIXED")).unwrap(), b"3");
+    assert_eq!(names(&c), ["Link", "mIxEd", "\u{212A}ey"]);
+    drop(m);
+    // Unmounted: the mount point is an empty directory again.
+    assert!(fs::read_dir(dir.path()).unwrap().next().is_none());
+}

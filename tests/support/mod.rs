@@ -2,7 +2,7 @@
 //! client as correctness oracle, and deterministic fixture trees.
 //!
 //! Include it from an integration test with `mod support;` (it uses only
-//! std, `tempfile` and `libc`). Everything talks to 127.0.0.1 only.
+//! std, `tempfile`, `libc`, and `fuser` for `casefs`). Everything talks to 127.0.0.1 only.
 //!
 //! ```ignore
 //! mod support;
@@ -36,6 +36,7 @@
 
 #![allow(dead_code)]
 
+pub mod casefs;
 pub mod evil;
 pub mod faultproxy;
 pub mod oracle;
