@@ -1260,6 +1260,156 @@ fn h34_end_stats_extremes() {
     }
 }
 
+// ---------------------------------------------------------------------------
+// H35: case-insensitive DEST (support/casefs.rs, a FUSE filesystem)
+// ---------------------------------------------------------------------------
+
+/// A server list that only collides on a case-insensitive filesystem: `Foo`
+/// is a symlink out of DEST and `foo/...` are files, so on such a DEST the
+/// walk to `foo/victim` meets the symlink. Every variant must leave outside
+/// untouched, end sanely with 0 or 23 (a colliding entry that could not be
+/// written), leave no temp file, and converge on an honest rerun (the real
+/// client on the same mount as oracle).
+#[test]
+fn h35_case_insensitive_dest() {
+    struct Variant {
+        name: &'static str,
+        /// Lists served one after the other (a previous run leaves the link).
+        lists: Vec<Vec<EFile>>,
+        extra: &'static [&'static str],
+        /// DEST after the last list, when that list has no collision of its own.
+        after: Option<&'static [&'static str]>,
+    }
+    let variants = |abs: &[u8], victim: &[u8]| {
+        vec![
+            Variant {
+                name: "link Foo, then dir foo with files",
+                lists: vec![vec![
+                    dot(),
+                    EFile::symlink("Foo", abs),
+                    EFile::dir("foo"),
+                    EFile::file("foo/victim", b"owned\n"),
+                    EFile::dir("foo/sub"),
+                    EFile::file("foo/sub/x", b"owned\n"),
+                    EFile::file("foo/planted", b"planted\n"),
+                ]],
+                extra: &[],
+                after: None,
+            },
+            Variant {
+                name: "relative link FOO, dir foo, --delete",
+                lists: vec![vec![
+                    dot(),
+                    EFile::symlink("FOO", "../outside"),
+                    EFile::dir("foo"),
+                    EFile::file("foo/victim", b"owned\n"),
+                ]],
+                extra: &["--delete"],
+                after: None,
+            },
+            Variant {
+                name: "dir Foo with files, then link foo",
+                lists: vec![vec![
+                    dot(),
+                    EFile::dir("Foo"),
+                    EFile::file("Foo/victim", b"owned\n"),
+                    EFile::file("Foo/planted", b"planted\n"),
+                    EFile::symlink("foo", abs),
+                ]],
+                extra: &[],
+                after: None,
+            },
+            Variant {
+                name: "link Foo to a file outside, file foo",
+                lists: vec![vec![dot(), EFile::symlink("Foo", victim), EFile::file("foo", b"owned\n")]],
+                extra: &[],
+                after: None,
+            },
+            Variant {
+                name: "KELVIN SIGN link, dir key",
+                lists: vec![vec![
+                    dot(),
+                    EFile::symlink("\u{212A}ey", abs),
+                    EFile::dir("key"),
+                    EFile::file("key/victim", b"owned\n"),
+                ]],
+                extra: &[],
+                after: None,
+            },
+            Variant {
+                name: "first run leaves link Foo, second run sends foo/",
+                lists: vec![
+                    vec![dot(), EFile::symlink("Foo", abs)],
+                    vec![dot(), EFile::dir("foo"), EFile::file("foo/victim", b"owned\n"), EFile::file("foo/planted", b"p\n")],
+                ],
+                extra: &[],
+                after: Some(&["", "foo", "foo/planted", "foo/victim"]),
+            },
+            Variant {
+                name: "first run leaves link Foo, second run sends foo/ with --delete",
+                lists: vec![
+                    vec![dot(), EFile::symlink("Foo", abs)],
+                    vec![dot(), EFile::dir("foo"), EFile::file("foo/victim", b"owned\n")],
+                ],
+                extra: &["--delete"],
+                after: Some(&["", "foo", "foo/victim"]),
+            },
+        ]
+    };
+    for i in 0..variants(b"", b"").len() {
+        let sb = Sandbox::new();
+        let Some(_mount) = support::casefs::mount_for_test(&sb.dest, "h35_case_insensitive_dest") else { return };
+        let v = variants(&outside_abs(&sb, ""), &outside_abs(&sb, "victim")).swap_remove(i);
+        for files in v.lists {
+            let (r, _s) = attack(&sb, Cfg::new(32), files, v.extra);
+            r.assert_code(&[0, 23]);
+            sb.assert_outside_unchanged();
+            evil::assert_no_temps(&sb.dest);
+            eprintln!("h35 [{}]: exit {:?}; DEST has {:?}", v.name, r.code, sb.dest_snapshot().keys().collect::<Vec<_>>());
+        }
+        if let Some(want) = v.after {
+            let got: Vec<String> = sb.dest_snapshot().into_keys().map(|p| p.display().to_string()).collect();
+            assert_eq!(got, want, "[{}]: DEST after the last run", v.name);
+        }
+        converge(&sb, &[]);
+    }
+}
+
+/// An honest upstream renames `Foo/` to `foo/` (and `README` to `readme`):
+/// on a case-insensitive DEST the old spelling is the same entry as the new
+/// one, so `--delete` must not remove it after the transfer (that deleted
+/// the files just checked), and the entry takes the new spelling so the
+/// real client finds nothing to change. Real daemon, real client as oracle.
+#[test]
+fn h35_upstream_case_only_rename() {
+    let sb = Sandbox::new();
+    let Some(_mount) = support::casefs::mount_for_test(&sb.dest, "h35_upstream_case_only_rename") else { return };
+    let src = TestDir::new("h35-src");
+    let t = tree::TreeSpec::new().file("Foo/x", "x\n").file("Foo/sub/y", "y\n").file("README", "r\n").file("keep", "k\n");
+    t.write(src.path());
+    let d = Rsyncd::builder().module("m", src.path()).start();
+    let r = evil::sync(&d.url("m"), &sb.dest, &["--delete"]);
+    r.assert_code(&[0]);
+    oracle::assert_clean(&d.url("m"), &sb.dest);
+    std::fs::rename(src.join("Foo"), src.join("foo")).unwrap();
+    std::fs::rename(src.join("README"), src.join("readme")).unwrap();
+    tree::set_mtime(src.path(), 1_600_000_000, 0);
+    for args in [&["--delete", "-n"][..], &["--delete"]] {
+        let r = evil::sync(&d.url("m"), &sb.dest, args);
+        r.assert_code(&[0]);
+        let names: Vec<_> = sb.dest_snapshot().into_keys().collect();
+        for f in ["Foo/x", "Foo/sub/y", "README"] {
+            let now = f.replace("Foo", "foo").replace("README", "readme");
+            assert!(sb.dest.join(&now).is_file(), "{args:?}: {now} was lost: DEST has {names:?}\n{}", r.show());
+        }
+        sb.assert_outside_unchanged();
+        evil::assert_no_temps(&sb.dest);
+    }
+    let names: Vec<_> = sb.dest_snapshot().into_keys().map(|p| p.display().to_string()).collect();
+    assert_eq!(names, ["", "foo", "foo/sub", "foo/sub/y", "foo/x", "keep", "readme"], "stored spellings");
+    oracle::assert_clean(&d.url("m"), &sb.dest);
+}
+
 #[test]
 fn h38_rsync_proxy_env_ignored_or_bounded() {
     // A hostile "proxy" answering with a 1 MiB line: rmirror must not hang or panic.

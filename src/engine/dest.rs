@@ -694,6 +694,16 @@ impl DirCache {
     }
 }
 
+/// A name's key on a case-insensitive filesystem (Unicode lower case for
+/// UTF-8 names, ASCII lower case for other bytes): two names with the same
+/// key may be one directory entry there (see `Generator::scan_extraneous`).
+pub fn case_key(name: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(name) {
+        Ok(s) => s.chars().flat_map(char::to_lowercase).collect::<String>().into_bytes(),
+        Err(_) => name.to_ascii_lowercase(),
+    }
+}
+
 /// A temp name for `base` in the same directory: hidden, recognisable, unique.
 pub fn tmp_name(base: &[u8], unique: u64) -> Vec<u8> {
     let keep = base.len().min(200);
@@ -725,6 +735,14 @@ mod tests {
     }
     fn open(p: &Path, probe: &'static Probe) -> Dest {
         Dest::open(p, false).unwrap().with_probe(probe)
+    }
+
+    #[test]
+    fn case_keys() {
+        assert_eq!(case_key(b"FoO"), b"foo");
+        assert_eq!(case_key("\u{212A}EY".as_bytes()), b"key");
+        assert_eq!(case_key(b"A\xff"), b"a\xff");
+        assert_ne!(case_key(b"foo"), case_key(b"fo0"));
     }
 
     #[test]

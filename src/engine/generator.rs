@@ -417,21 +417,46 @@ impl Generator {
             let Ok(dir) = self.cache.dir(rel) else { continue };
             let Ok(mut names) = dir.list() else { continue };
             names.sort();
-            for n in names {
+            let mut by_case_key: Option<HashMap<Vec<u8>, &[u8]>> = None;
+            for n in &names {
                 if keep.contains(n.as_slice()) {
                     continue;
                 }
-                if dest::is_tmp_name(&n) {
+                if dest::is_tmp_name(n) {
                     if !ctx.opts.dry_run {
-                        let _ = dir.remove_all(&n);
+                        let _ = dir.remove_all(n);
                     }
                     continue;
+                }
+                // On a case-insensitive DEST a listed name can be here under
+                // another case (upstream renamed `Foo` to `foo`, or an entry
+                // replaced during this run will take the listed name's place):
+                // that is the listed entry, not an extraneous one, and deleting
+                // it after the transfer would delete what was just written.
+                // It is the same entry when the listed spelling is not in the
+                // directory yet resolves to the same inode; give it that spelling.
+                let keys = by_case_key.get_or_insert_with(|| keep.iter().map(|k| (dest::case_key(k), *k)).collect());
+                if let Some(&k) = keys.get(&dest::case_key(n)) {
+                    if names.binary_search_by(|x| x.as_slice().cmp(k)).is_err() && same_entry(&dir, n, k) {
+                        if !ctx.opts.dry_run {
+                            if let Err(e) = recase(&dir, n, k, ctx.unique()) {
+                                rep.errors += 1;
+                                ctx.monitor.local_error(&format!(
+                                    "{}: cannot rename to {}: {e}",
+                                    crate::text::escape_name(n),
+                                    crate::text::escape_name(k)
+                                ));
+                            }
+                            self.cache.invalidate();
+                        }
+                        continue;
+                    }
                 }
                 let mut full = rel.to_vec();
                 if !full.is_empty() {
                     full.push(b'/');
                 }
-                full.extend_from_slice(&n);
+                full.extend_from_slice(n);
                 rep.extraneous.push(full);
             }
         }
@@ -521,6 +546,24 @@ fn request_sums(
         }
         _ => Ok((SumHead::default(), Vec::new())),
     }
+}
+
+/// Do `a` and `b` in `dir` name one entry (same device and inode)?
+fn same_entry(dir: &dest::DirHandle, a: &[u8], b: &[u8]) -> bool {
+    match (dir.stat(a), dir.stat(b)) {
+        (Ok(Some(x)), Ok(Some(y))) => x.dev == y.dev && x.ino == y.ino,
+        _ => false,
+    }
+}
+
+/// Rename `from` to `to`, which a case-insensitive filesystem takes for the
+/// same name (a direct rename is then a no-op), through a temp name.
+fn recase(dir: &dest::DirHandle, from: &[u8], to: &[u8], unique: u64) -> std::io::Result<()> {
+    let tmp = dest::tmp_name(to, unique);
+    dir.rename(from, dir, &tmp)?;
+    dir.rename(&tmp, dir, to).inspect_err(|_| {
+        let _ = dir.rename(&tmp, dir, from);
+    })
 }
 
 fn same_mtime(_ctx: &Ctx, e: &FileEntry, m: &Meta) -> bool {
