@@ -2,9 +2,10 @@
 //! Prometheus text exposition format (version 0.0.4), and a tiny HTTP/1.1
 //! responder that serves it at `/metrics`.
 //!
-//! `rmirror run` (config key `metrics = "127.0.0.1:9464"`) and `rmirror watch`
-//! (`--metrics ADDR`) each own one [`Registry`]; other front ends (e.g. `iim`)
-//! can do the same:
+//! `rmirror run` (config key `metrics = "127.0.0.1:9464"`), `rmirror watch`
+//! (`--metrics ADDR`) and `rmirror iim` (config entry `metrics_listen ADDR`,
+//! an rmirror extension) each own one [`Registry`]; a library user can do the
+//! same:
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -18,7 +19,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Exported series (all per `job` label; a `watch` tree's label is its name):
+//! Exported series (all per `job` label; a `watch` or `iim` tree's label is
+//! its name, `/` for the root):
 //!
 //! | metric | type | meaning |
 //! | --- | --- | --- |

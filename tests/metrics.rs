@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{free_port, tree, Rsyncd, TestDir};
+use support::{free_port, oracle, tree, Rsyncd, TestDir};
 
 /// The `rmirror run` child, stopped (SIGTERM, then SIGKILL) when dropped.
 struct Runner(Child);
@@ -264,4 +264,135 @@ fn metrics_of_a_running_scheduler_match_the_status_file() {
     // Metrics are served only where configured: the port is closed again.
     std::thread::sleep(Duration::from_millis(200));
     assert!(TcpStream::connect(("127.0.0.1", mport)).is_err());
+}
+
+/// `rmirror iim` with the `metrics_listen` entry (an rmirror extension) while
+/// it follows a real rsync daemon whose tree a RECENT producer changes:
+/// scraped and parsed like `run`'s, values checked against the producer.
+#[test]
+fn iim_serves_metrics_with_lag_counts_and_errors_by_exit_code() {
+    use support::recent_producer::Producer;
+    let src = TestDir::new("iim-metrics-src");
+    let mut paths = Vec::new();
+    for i in 0..20 {
+        let p = format!("authors/id/A/AU/AUTH{}/Dist-{i}.tar.gz", i / 5);
+        std::fs::create_dir_all(src.join(&p).parent().unwrap()).unwrap();
+        std::fs::write(src.join(&p), format!("dist {i}\n").repeat(i + 1)).unwrap();
+        paths.push(p);
+    }
+    let mut prod = Producer::new(src.path());
+    let t0 = now() as f64;
+    for (i, p) in paths.iter().enumerate() {
+        prod.set_clock(Some(t0 - 600.0 + i as f64));
+        prod.record(p, true);
+    }
+    prod.publish();
+    prod.set_clock(None);
+    let mut d = Rsyncd::builder().module("pub", src.path()).start();
+    let work = TestDir::new("iim-metrics-work");
+    let mport = free_port();
+    let conf = work.join("iim.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "local {}\nremote {}\nsleep_main_loop 1\nsleep_init_epoch 30\nmax_run_time 5m\nmetrics_listen 127.0.0.1:{mport}\n",
+            work.join("CPAN").display(),
+            d.url("pub")
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_rmirror"))
+        .args(["--log-format", "json", "iim", "-c"])
+        .arg(&conf)
+        .env_remove("RMIRROR_LOG")
+        .env_remove("RSYNC_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rmirror iim");
+    let mut runner = Runner(child);
+    // iim's log lines (stdout, JSON) collected as they come
+    let out = runner.0.stdout.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l2 = log.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push(l);
+        }
+    });
+    let job = "/";
+    let scrape_until = |what: &str, cond: &dyn Fn(&Scrape) -> bool, runner: &mut Runner| -> (String, Scrape) {
+        let t = Instant::now();
+        loop {
+            if let Ok(Some(st)) = runner.0.try_wait() {
+                let mut err = String::new();
+                let _ = runner.0.stderr.take().map(|mut e| e.read_to_string(&mut err));
+                panic!("rmirror iim exited early ({st}):\n{err}\n{}", log.lock().unwrap().join("\n"));
+            }
+            if let Some((h, b)) = http_get(mport, "/metrics") {
+                assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+                let s = Scrape::parse(&b);
+                if cond(&s) {
+                    return (b, s);
+                }
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "timed out waiting for {what}\n{}", log.lock().unwrap().join("\n"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // the first pass: a full sync of everything
+    let (_, s) = scrape_until("the first pass", &|s| s.get("rmirror_job_runs_total", &[("job", job)]).unwrap_or(0.0) >= 1.0, &mut runner);
+    let files0 = s.job("rmirror_job_files_transferred_total", job);
+    assert!(files0 >= 20.0, "{files0}");
+    assert_eq!(s.job("rmirror_job_failures_total", job), 0.0);
+
+    // two uploads: the next pass fetches them, and the lag is measured on the producer's epochs
+    prod.write_file("authors/id/N/NE/NEW/New-1.tar.gz", b"new one\n");
+    prod.write_file("authors/id/N/NE/NEW/New-2.tar.gz", b"new two, longer\n");
+    prod.publish();
+    let newest: f64 = prod.newest_epoch().parse().unwrap();
+    let (body, s) = scrape_until(
+        "the uploads",
+        &|s| s.get("rmirror_job_files_transferred_total", &[("job", job)]).unwrap_or(0.0) >= files0 + 2.0,
+        &mut runner,
+    );
+    assert_eq!(s.job("rmirror_job_files_transferred_total", job), files0 + 2.0, "{body}");
+    assert!(s.job("rmirror_job_bytes_transferred_total", job) >= 24.0, "{body}");
+    assert!((s.job("rmirror_job_upstream_epoch_seconds", job) - newest).abs() < 0.01, "{body} vs {newest}");
+    assert!((s.job("rmirror_job_applied_epoch_seconds", job) - newest).abs() < 0.01, "{body} vs {newest}");
+    assert_eq!(s.job("rmirror_job_lag_seconds", job), 0.0, "{body}");
+    assert_eq!(s.job("rmirror_job_stuck", job), 0.0);
+    assert_eq!(s.job("rmirror_job_stalled_observations", job), 0.0);
+    assert_eq!(s.get("rmirror_job_last_result", &[("job", job), ("result", "ok")]), Some(1.0), "{body}");
+    assert_eq!(s.job("rmirror_job_last_exit_code", job), 0.0);
+    let last_ok = s.job("rmirror_job_last_success_timestamp_seconds", job);
+    assert!((last_ok - now() as f64).abs() < 30.0, "{last_ok}");
+    assert!(s.job("rmirror_job_last_run_duration_seconds", job) > 0.0, "{body}");
+    assert!(s.get("rmirror_job_errors_total", &[("job", job)]).is_none(), "{body}");
+    oracle::assert_clean(&d.url("pub"), &work.join("CPAN"));
+
+    // the upstream goes away: the failed pass is counted under its exit code (10, socket I/O)
+    d.kill();
+    let (body, s) = scrape_until("a failed pass", &|s| s.get("rmirror_job_failures_total", &[("job", job)]).unwrap_or(0.0) >= 1.0, &mut runner);
+    assert_eq!(s.get("rmirror_job_errors_total", &[("job", job), ("exit_code", "10")]), Some(1.0), "{body}");
+    assert_eq!(s.get("rmirror_job_last_result", &[("job", job), ("result", "failed")]), Some(1.0), "{body}");
+    assert_eq!(s.job("rmirror_job_last_exit_code", job), 10.0);
+    let (ok_at, failed_at) = (s.job("rmirror_job_last_success_timestamp_seconds", job), s.job("rmirror_job_last_run_timestamp_seconds", job));
+    assert!(ok_at >= last_ok && ok_at < failed_at, "a failure is not a success: {ok_at} {failed_at}");
+    // the lag stays what the last good pass measured
+    assert_eq!(s.job("rmirror_job_lag_seconds", job), 0.0, "{body}");
+
+    // iim's log lines were JSON (--log-format json), one object per line
+    let lines = log.lock().unwrap().clone();
+    assert!(lines.iter().any(|l| l.contains("serving metrics on")), "{lines:#?}");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["message"].is_string() && v["level"].is_string(), "{l}");
+    }
+    drop(runner);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(TcpStream::connect(("127.0.0.1", mport)).is_err(), "metrics served after iim stopped");
 }

@@ -46,6 +46,13 @@
 //! reload, before anything is written), `include`; `temp`, `prog_rsync` and
 //! `prog_iim` are accepted and reported as not needed.
 //!
+//! rmirror extensions (not in iim): `metrics_listen ADDR` serves Prometheus
+//! `/metrics` (the series of [`crate::metrics`]: lag from the RECENT epochs,
+//! errors by exit code, the stuck alarm, …) while iim runs; `log_format
+//! text|json` (also `rmirror --log-format json iim …` or
+//! `RMIRROR_LOG_FORMAT`) writes the log lines as JSON objects. Both are read
+//! at start-up.
+//!
 //! Scoreboard templates substitute `{{name}}` (HTML-escaped) for every name
 //! of the text scoreboard (`pid`, `started`, `updated`, `loops`, `failures`,
 //! `full_syncs`, `fetched`, `deleted`, `vanished`, `bytes_received`,
@@ -391,6 +398,8 @@ fn config_json(cfg: &IimConfig, level: LogLevel) -> (serde_json::Value, serde_js
         "allow_full_syncs": cfg.allow_full_syncs,
         "timeout": secs(cfg.timeout),
         "iim_umask": cfg.iim_umask.map(|m| format!("{m:03o}")),
+        "metrics_listen": cfg.metrics_listen.map(|a| a.to_string()),
+        "log_format": cfg.log_format,
         "files": cfg.files,
         "not_needed": cfg.not_needed.iter().map(|n| json!({"key": n.key, "value": n.value, "file": n.file, "line": n.line})).collect::<Vec<_>>(),
     });
@@ -407,6 +416,8 @@ fn config_json(cfg: &IimConfig, level: LogLevel) -> (serde_json::Value, serde_js
         "allow_full_syncs": defaults::ALLOW_FULL_SYNCS,
         "timeout": secs(defaults::TIMEOUT),
         "iim_umask": null,
+        "metrics_listen": null,
+        "log_format": "text",
     });
     (c, d)
 }
@@ -525,6 +536,8 @@ struct Iim {
     why: Mutex<Option<Why>>,
     started: Instant,
     errors: AtomicU64,
+    /// `metrics_listen`: every pass and failure is recorded here.
+    metrics: Option<Arc<crate::metrics::Registry>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -540,22 +553,23 @@ impl Iim {
         lock(&self.loaded).clone()
     }
 
-    /// Print a log line when the level allows it.
+    /// Log a line when iim's level allows it (a `tracing` event, see
+    /// [`super::log`]: errors on stderr, the rest on stdout, as text or JSON).
     fn say(&self, min: LogLevel, tree: Option<&str>, msg: &str) {
-        let is_err = min == LogLevel::Quiet;
+        let level = match min {
+            LogLevel::Quiet => tracing::Level::ERROR,
+            LogLevel::Terse | LogLevel::Verbose => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+        };
+        self.say_at(min, level, tree, msg);
+    }
+
+    fn say_at(&self, min: LogLevel, level: tracing::Level, tree: Option<&str>, msg: &str) {
         if self.level() < min {
             return;
         }
         self.maintain_log();
-        let tree = tree.map(|t| format!(" [{t}]")).unwrap_or_default();
-        let line = format!("{} iim[{}]{tree} {}{msg}", stamp_of(now_secs()), std::process::id(), if is_err { "ERROR " } else { "" });
-        if is_err {
-            eprint_line(&line);
-        } else {
-            let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{line}");
-            let _ = o.flush();
-        }
+        super::log::line(level, tree, msg);
     }
 
     fn error(&self, tree: Option<&str>, msg: &str) {
@@ -665,7 +679,18 @@ impl Iim {
 
     fn install(&self, new: Loaded) {
         apply_umask(&new.cfg);
-        *lock(&self.level) = self.args.loglevel(new.cfg.loglevel);
+        let level = self.args.loglevel(new.cfg.loglevel);
+        *lock(&self.level) = level;
+        super::log::set_verbosity(verbosity(level));
+        let old = self.loaded();
+        for (key, changed) in [
+            ("metrics_listen", old.cfg.metrics_listen != new.cfg.metrics_listen),
+            ("log_format", old.cfg.log_format != new.cfg.log_format),
+        ] {
+            if changed {
+                self.say(LogLevel::Terse, None, &format!("{key} changes take effect on restart"));
+            }
+        }
         *lock(&self.loaded) = Arc::new(new);
         lock(&self.board).reloads += 1;
     }
@@ -696,13 +721,23 @@ impl WatchLogger for Iim {
                 self.write_scoreboards();
                 self.check_hot_config();
             }
-            Level::Warn => self.say(LogLevel::Terse, Some(tree), &format!("warning: {msg}")),
+            Level::Warn => self.say_at(LogLevel::Terse, tracing::Level::WARN, Some(tree), msg),
             Level::Info => self.say(LogLevel::Verbose, Some(tree), msg),
             Level::Debug => self.say(LogLevel::Debug, Some(tree), msg),
         }
     }
 
+    fn failed(&self, tree: &str, e: &PassError) {
+        if let Some(m) = &self.metrics {
+            super::watch::record_failure(m, tree, e);
+        }
+        self.log(Level::Error, tree, &e.to_string());
+    }
+
     fn pass(&self, r: &PassReport) {
+        if let Some(m) = &self.metrics {
+            super::watch::record_pass(m, r);
+        }
         {
             let mut b = lock(&self.board);
             b.loops += 1;
@@ -745,6 +780,14 @@ fn redirect_output(path: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Stops the metrics server when the loop ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -823,7 +866,7 @@ impl Monitor for Counter {
         }
     }
     fn local_error(&self, text: &str) {
-        eprint_line(&format!("iim: {text}"));
+        super::log::line(tracing::Level::ERROR, None, text);
     }
 }
 
@@ -951,8 +994,24 @@ fn daemonize(spec: &crate::iim::DaemonSpec, quiet: bool) -> Detach {
 // ---------------------------------------------------------------------------
 // entry point
 
+/// iim's level as the log filter's verbosity.
+fn verbosity(l: LogLevel) -> super::log::Verbosity {
+    match l {
+        LogLevel::Quiet => super::log::Verbosity::Quiet,
+        LogLevel::Terse => super::log::Verbosity::Normal,
+        LogLevel::Verbose => super::log::Verbosity::Verbose,
+        LogLevel::Debug => super::log::Verbosity::Debug,
+    }
+}
+
 /// `iim ARGS…` (without the program name); the process exit status.
 pub fn iim_main(args: Vec<OsString>) -> i32 {
+    iim_main_with(args, None)
+}
+
+/// As [`iim_main`], with rmirror's `--log-format` when given (it beats the
+/// config's `log_format`, which beats `RMIRROR_LOG_FORMAT`).
+pub fn iim_main_with(args: Vec<OsString>, log_format: Option<super::log::LogFormat>) -> i32 {
     let mut words = Vec::with_capacity(args.len());
     for a in args {
         match a.into_string() {
@@ -1008,7 +1067,17 @@ pub fn iim_main(args: Vec<OsString>) -> i32 {
         },
         _ => None,
     };
-    super::init_tracing();
+    let format = match log_format.or_else(|| loaded.cfg.log_format.as_deref().and_then(super::log::LogFormat::parse)) {
+        Some(f) => f,
+        None => match super::log::LogFormat::resolve(None) {
+            Ok(f) => f,
+            Err(e) => {
+                eprint_line(&format!("iim: {e}"));
+                return ExitCode::Syntax.code();
+            }
+        },
+    };
+    super::log::init(format, super::log::Style::Iim, verbosity(level));
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -1026,6 +1095,7 @@ pub fn iim_main(args: Vec<OsString>) -> i32 {
             .unwrap_or_else(Instant::now);
         Mutex::new(LogFile { path: d.log_path.clone(), opened: Instant::now(), rotated })
     });
+    let metrics_addr = if a.m { None } else { loaded.cfg.metrics_listen };
     let iim = Arc::new(Iim {
         level: Mutex::new(level),
         loaded: Mutex::new(Arc::new(loaded)),
@@ -1036,6 +1106,7 @@ pub fn iim_main(args: Vec<OsString>) -> i32 {
         why: Mutex::new(None),
         started: Instant::now(),
         errors: AtomicU64::new(0),
+        metrics: metrics_addr.map(|_| crate::metrics::Registry::new()),
         args: a,
     });
     let code = rt.block_on(async {
@@ -1066,6 +1137,25 @@ async fn run_loop(iim: Arc<Iim>, since_arg: Option<Epoch>) -> i32 {
         ),
     );
     iim.report_not_needed();
+    // metrics_listen: served for the life of the process
+    let _metrics_task = match (&iim.metrics, l.cfg.metrics_listen) {
+        (Some(reg), Some(addr)) => {
+            for t in &watch_config(&l, &iim.args, false, None).trees {
+                reg.register(&t.label());
+            }
+            match crate::metrics::listen(addr, reg.clone()).await {
+                Ok((bound, task)) => {
+                    iim.say(LogLevel::Terse, None, &format!("serving metrics on http://{bound}/metrics"));
+                    Some(AbortOnDrop(task))
+                }
+                Err(e) => {
+                    iim.error(None, &format!("cannot serve metrics on {addr}: {e}; exiting"));
+                    return ExitCode::SocketIo.code();
+                }
+            }
+        }
+        _ => None,
+    };
     // signals
     {
         let iim = iim.clone();

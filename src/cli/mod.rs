@@ -5,6 +5,7 @@ pub use crate::remote as url;
 
 mod iim;
 mod gen;
+pub mod log;
 mod probe;
 pub mod progress;
 mod publish_args;
@@ -61,6 +62,9 @@ const AFTER_HELP: &str = "Examples:\n  rmirror ls rsync://mirror.example.org/\n 
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
+    /// Log lines on stderr as text or JSON objects, one per line (or RMIRROR_LOG_FORMAT).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<log::LogFormat>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,12 +161,21 @@ pub struct ConnArgs {
     /// Connect timeout in seconds.
     #[arg(long, value_name = "SECONDS")]
     pub contimeout: Option<u64>,
-    /// Increase verbosity.
+    /// Increase verbosity (-vv: debug logs on stderr).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Suppress non-error messages.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Debug logs on stderr (the same as -vv).
+    #[arg(long, hide = true)]
+    pub debug: bool,
+}
+
+impl ConnArgs {
+    pub fn verbosity(&self) -> log::Verbosity {
+        log::Verbosity::from_flags(self.quiet, self.verbose, self.debug)
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -307,14 +320,27 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
             return ExitCode::Syntax.code();
         }
     };
+    let format = match log::LogFormat::resolve(cli.log_format) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!("rmirror: {e}");
+            return ExitCode::Syntax.code();
+        }
+    };
     if let Cmd::Iim { args } = cli.cmd {
-        return iim::iim_main(args);
+        return iim::iim_main_with(args, Some(format));
     }
-    init_tracing();
+    let (style, verbosity) = match &cli.cmd {
+        Cmd::Ls { conn, .. } | Cmd::Sync { conn, .. } | Cmd::Compare { conn, .. } => (log::Style::Plain, conn.verbosity()),
+        Cmd::Watch { conn, .. } => (log::Style::Watch, conn.verbosity()),
+        Cmd::Run(a) => (log::Style::Run, a.verbosity()),
+        _ => (log::Style::Plain, log::Verbosity::Normal),
+    };
+    log::init(format, style, verbosity);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            warn!("rmirror: cannot start the runtime: {e}");
+            log::fatal(&format!("cannot start the runtime: {e}"), ExitCode::Unsupported.code());
             return ExitCode::Unsupported.code();
         }
     };
@@ -338,21 +364,9 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
     match r {
         Ok(code) => code.code(),
         Err(e) => {
-            warn!("rmirror: {}", e.msg);
+            log::fatal(&e.msg, e.code.code());
             e.code.code()
         }
-    }
-}
-
-/// Diagnostic logs (`tracing`), off unless `RMIRROR_LOG` is set (e.g.
-/// `RMIRROR_LOG=debug`, `RMIRROR_LOG=rmirror::engine=trace`); to stderr.
-fn init_tracing() {
-    if let Ok(filter) = std::env::var("RMIRROR_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .with_target(false)
-            .try_init();
     }
 }
 
@@ -499,12 +513,12 @@ impl Monitor for Printer {
                     say!("{t}");
                 }
             }
-            MsgKind::Warning => warn!("{t}"),
-            MsgKind::Error | MsgKind::ErrorXfer => warn!("{t}"),
+            MsgKind::Warning => log::server_line(tracing::Level::WARN, t),
+            MsgKind::Error | MsgKind::ErrorXfer => log::server_line(tracing::Level::ERROR, t),
         });
     }
     fn local_error(&self, text: &str) {
-        self.out(|| warn!("rmirror: {text}"));
+        self.out(|| log::line(tracing::Level::ERROR, None, text));
     }
     fn progress(&self, p: &crate::engine::monitor::Progress) {
         if let Some(b) = &self.bar {

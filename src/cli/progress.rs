@@ -51,7 +51,7 @@ impl Rate {
 
     /// `bytes` were done `t` seconds after the start (both non-decreasing).
     pub fn observe(&mut self, t: f64, bytes: u64) {
-        if self.samples.back().is_none_or(|&(lt, _)| t - lt >= SAMPLE_SPACING_SECS) {
+        if self.samples.back().map_or(true, |&(lt, _)| t - lt >= SAMPLE_SPACING_SECS) {
             self.samples.push_back((t, bytes));
         }
         // keep one sample at or before the window's start as the anchor

@@ -26,6 +26,24 @@ pub struct RunArgs {
     /// Start every selected job now, whatever its timer says.
     #[arg(long)]
     pub ignore_timers: bool,
+    /// Print one JSON object per finished job run on stdout (JSON lines; see docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Log errors only.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// More logs (-vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Debug logs (the same as -vv).
+    #[arg(long, hide = true)]
+    pub debug: bool,
+}
+
+impl RunArgs {
+    pub fn verbosity(&self) -> super::log::Verbosity {
+        super::log::Verbosity::from_flags(self.quiet, self.verbose, self.debug)
+    }
 }
 
 pub async fn cmd_run(a: &RunArgs) -> Result<ExitCode, CliError> {
@@ -59,6 +77,7 @@ pub async fn cmd_run(a: &RunArgs) -> Result<ExitCode, CliError> {
         skip: a.skip.clone(),
         ignore_timers: a.ignore_timers,
         once: a.once,
+        json: a.json,
     };
     runner::run(opts).await.map_err(|msg| CliError { msg, code: ExitCode::Syntax })
 }

@@ -49,7 +49,8 @@ pub struct WatchArgs {
     /// Compare file contents (rsync -c) for the fetched paths.
     #[arg(short = 'c', long)]
     pub checksum: bool,
-    /// With --once: print one JSON document with the pass reports.
+    /// JSON on stdout: one object per pass, one per line (JSON lines), or with
+    /// --once one document with every pass report. See docs/json.md.
     #[arg(long)]
     pub json: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; a bare port binds loopback).
@@ -82,13 +83,16 @@ pub fn parse_since(s: &str, now: u64) -> Result<Epoch, String> {
 }
 
 struct CliLogger {
-    quiet: bool,
     verbose: u8,
-    json: bool,
+    /// `--once --json`: one document at the end; info lines stay off stderr unless -v.
+    json_doc: bool,
+    /// `--json` without `--once`: one JSON object per pass on stdout (JSON lines).
+    json_lines: bool,
     /// `--metrics`: every pass and failure is recorded here.
     metrics: Option<Arc<crate::metrics::Registry>>,
     /// `--write-trace`: (DEST, what to write, upstream URL), after every caught-up pass.
     publish: Option<(PathBuf, crate::publish::PublishConfig, String)>,
+    quiet: bool,
 }
 
 impl CliLogger {
@@ -115,7 +119,7 @@ impl CliLogger {
 
 /// Record a pass for `/metrics`: counts, duration, and the epochs that drive
 /// the lag and the stuck alarm.
-fn record_pass(reg: &crate::metrics::Registry, r: &PassReport) {
+pub(super) fn record_pass(reg: &crate::metrics::Registry, r: &PassReport) {
     reg.job_finished(
         &r.tree,
         &crate::metrics::RunSample {
@@ -136,6 +140,45 @@ fn record_pass(reg: &crate::metrics::Registry, r: &PassReport) {
     }
 }
 
+/// Record a failed pass for `/metrics`, under its exit code.
+pub(super) fn record_failure(reg: &crate::metrics::Registry, tree: &str, e: &plan::PassError) {
+    let sample = crate::metrics::RunSample {
+        result: "failed".into(),
+        exit: e.exit_code().code(),
+        end: crate::metrics::now(),
+        ..Default::default()
+    };
+    reg.job_finished(tree, &sample);
+}
+
+/// One line of the `watch --json` stream: a pass report, or a failed pass.
+pub fn pass_line(r: &PassReport) -> String {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("type".into(), "pass".into());
+        m.insert("time".into(), serde_json::json!(crate::metrics::now()));
+    }
+    v.to_string()
+}
+
+/// The stream's object for a pass that failed.
+pub fn failure_line(tree: &str, e: &plan::PassError) -> String {
+    serde_json::json!({
+        "type": "failure",
+        "time": crate::metrics::now(),
+        "tree": tree,
+        "exit": e.exit_code().code(),
+        "error": e.to_string(),
+    })
+    .to_string()
+}
+
+fn print_line(line: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
 fn stamp() -> String {
     let s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let (d, t) = super::ymd_hms(s);
@@ -144,41 +187,38 @@ fn stamp() -> String {
 
 impl WatchLogger for CliLogger {
     fn log(&self, level: Level, tree: &str, msg: &str) {
-        if let (Level::Error, Some(m)) = (level, &self.metrics) {
-            // A failed pass (plan::watch logs nothing else at this level); the
-            // logger is not told its exit code.
-            let end = crate::metrics::now();
-            let sample = crate::metrics::RunSample { result: "failed".into(), exit: crate::metrics::UNKNOWN_EXIT, end, ..Default::default() };
-            m.job_finished(tree, &sample);
-        }
-        let show = match level {
-            Level::Error => true,
-            Level::Warn => !self.quiet,
-            Level::Info => !self.quiet && !self.json,
-            Level::Debug => self.verbose > 0 && !self.quiet,
+        // -q/-v/--debug are applied by the log filter (cli::log)
+        let level = match level {
+            Level::Error => tracing::Level::ERROR,
+            Level::Warn => tracing::Level::WARN,
+            Level::Info if self.json_doc && self.verbose == 0 => return,
+            Level::Info => tracing::Level::INFO,
+            Level::Debug => tracing::Level::DEBUG,
         };
-        if !show {
-            return;
+        super::log::line(level, Some(tree), msg);
+    }
+    fn failed(&self, tree: &str, e: &plan::PassError) {
+        if let Some(m) = &self.metrics {
+            record_failure(m, tree, e);
         }
-        let lvl = match level {
-            Level::Error => "ERROR ",
-            Level::Warn => "warning: ",
-            _ => "",
-        };
-        let mut e = std::io::stderr().lock();
-        let _ = writeln!(e, "{} rmirror watch [{tree}] {lvl}{msg}", stamp());
+        if self.json_lines {
+            print_line(&failure_line(tree, e));
+        }
+        self.log(Level::Error, tree, &e.to_string());
     }
     fn pass(&self, r: &PassReport) {
         if let Some(m) = &self.metrics {
             record_pass(m, r);
         }
         self.after_pass(r);
-        if self.quiet || self.json {
+        if self.json_lines {
+            print_line(&pass_line(r));
             return;
         }
-        let mut o = std::io::stdout().lock();
-        let _ = writeln!(o, "{} [{}] {}", stamp(), r.tree, r.summary());
-        let _ = o.flush();
+        if self.quiet || self.json_doc {
+            return;
+        }
+        print_line(&format!("{} [{}] {}", stamp(), r.tree, r.summary()));
     }
 }
 
@@ -223,9 +263,6 @@ pub(super) async fn cmd_watch(src: &str, dest: PathBuf, conn: &ConnArgs, w: &Wat
     for t in &mut cfg.trees {
         t.principal = principal.clone();
     }
-    if w.json && !w.once {
-        return Err(CliError::syntax("--json needs --once"));
-    }
     if w.publish.write_recent {
         return Err(CliError::syntax(
             "--write-recent is for `sync` and `run` from upstreams without RECENT files; `watch` already republishes the upstream's",
@@ -242,20 +279,27 @@ pub(super) async fn cmd_watch(src: &str, dest: PathBuf, conn: &ConnArgs, w: &Wat
             let (bound, task) = crate::metrics::listen(addr, reg.clone())
                 .await
                 .map_err(|e| CliError { msg: format!("cannot serve metrics on {addr}: {e}"), code: ExitCode::SocketIo })?;
-            if !conn.quiet && !w.json {
-                eprintln!("{} rmirror watch: serving metrics on http://{bound}/metrics", stamp());
+            if !w.json || conn.verbose > 0 {
+                super::log::line(tracing::Level::INFO, None, &format!("serving metrics on http://{bound}/metrics"));
             }
             Some((reg, task))
         }
         None => None,
     };
-    let log = Arc::new(CliLogger { quiet: conn.quiet, verbose: conn.verbose, json: w.json, metrics: metrics.as_ref().map(|m| m.0.clone()), publish });
+    let log = Arc::new(CliLogger {
+        quiet: conn.quiet,
+        verbose: conn.verbose,
+        json_doc: w.json && w.once,
+        json_lines: w.json && !w.once,
+        metrics: metrics.as_ref().map(|m| m.0.clone()),
+        publish,
+    });
     let summary = plan::watch(&cfg, log, plan::StopSignal::never()).await;
     if let Some((_, task)) = metrics {
         task.abort();
     }
     let summary = summary.map_err(|e| CliError { msg: e.to_string(), code: e.exit_code() })?;
-    if w.json {
+    if w.json && w.once {
         let doc = serde_json::json!({
             "source": src,
             "dest": cfg.dest.display().to_string(),

@@ -30,6 +30,19 @@ pub struct RunOptions {
     pub ignore_timers: bool,
     /// Run what is due, wait for it, exit.
     pub once: bool,
+    /// Print one JSON object per finished job run on stdout (JSON lines).
+    pub json: bool,
+}
+
+/// The `run --json` line for a finished run: the job's status entry (as
+/// `status --json` shows it) with `type` = `"job"` and the job's name.
+pub fn job_line(name: &str, st: &JobStatus) -> String {
+    let mut v = serde_json::to_value(st).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("type".into(), "job".into());
+        m.insert("job".into(), name.into());
+    }
+    v.to_string()
 }
 
 pub fn now_f() -> f64 {
@@ -52,9 +65,20 @@ pub fn fmt_time(t: f64) -> String {
     stamp(t)
 }
 
+/// An operator log line about `job` (empty: the scheduler itself), at info.
 pub fn log(job: &str, msg: &str) {
-    let j = if job.is_empty() { String::new() } else { format!(" [{job}]") };
-    eprintln!("{} rmirror{j}: {msg}", stamp(now_f()));
+    log_at(tracing::Level::INFO, job, msg);
+}
+
+/// An operator log line at `level` (a `tracing` event with target `rmirror`
+/// and a `job` field; the command line renders it, as text or JSON).
+pub fn log_at(level: tracing::Level, job: &str, msg: &str) {
+    match level {
+        tracing::Level::ERROR => tracing::error!(target: "rmirror", job, "{msg}"),
+        tracing::Level::WARN => tracing::warn!(target: "rmirror", job, "{msg}"),
+        tracing::Level::INFO => tracing::info!(target: "rmirror", job, "{msg}"),
+        _ => tracing::debug!(target: "rmirror", job, "{msg}"),
+    }
 }
 
 /// When a job is due next, from its last run.
@@ -85,10 +109,11 @@ impl Monitor for JobMonitor {
             return;
         }
         let t = crate::text::escape_bytes(text, true);
-        log(&self.job, &format!("upstream: {}", t.trim_end()));
+        let level = if matches!(kind, MsgKind::Warning) { tracing::Level::WARN } else { tracing::Level::ERROR };
+        log_at(level, &self.job, &format!("upstream: {}", t.trim_end()));
     }
     fn local_error(&self, text: &str) {
-        log(&self.job, text);
+        log_at(tracing::Level::WARN, &self.job, text);
     }
 }
 
@@ -170,7 +195,7 @@ async fn choose_upstreams(job: &JobConfig, paths: &Paths, password: Option<Vec<u
         // With one upstream there is nothing fresher to prefer: the age limit
         // only ranks; the local-copy rule below still holds.
         if single && c.status == Status::Stale {
-            log(&job.name, &format!("{} is older than {} but is the only upstream", c.url, probe::fmt_age(job.max_age.as_secs())));
+            log_at(tracing::Level::WARN, &job.name, &format!("{} is older than {} but is the only upstream", c.url, probe::fmt_age(job.max_age.as_secs())));
             c.status = Status::Fresh;
         }
         if let (Some(l), Some(t)) = (local_ts, c.timestamp) {
@@ -248,7 +273,7 @@ pub fn write_scoreboard(status: &StatusStore, reg: &crate::metrics::Registry) {
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     if let Err(e) = super::scoreboard::write(&status.path, &rows, &metrics, now_f()) {
-        log("", &e);
+        log_at(tracing::Level::ERROR, "", &e);
     }
 }
 
@@ -285,7 +310,7 @@ async fn attempts(
         match planner.run(&ctx).await {
             Ok(r) => return (Ok(r), Some(up)),
             Err(e) if e.upstream_fault && i + 1 < n => {
-                log(&job.name, &format!("{up} failed ({}); failing over to the next upstream", e.msg));
+                log_at(tracing::Level::WARN, &job.name, &format!("{up} failed ({}); failing over to the next upstream", e.msg));
                 last = Some((e, up));
             }
             Err(e) => return (Err(e), Some(up)),
@@ -359,7 +384,7 @@ pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>
         Err(e) => {
             let busy = matches!(e, LockError::Busy { .. });
             let msg = e.to_string();
-            log(&job.name, &format!("not run: {msg}"));
+            log_at(tracing::Level::WARN, &job.name, &format!("not run: {msg}"));
             let retry = job.interval.as_secs_f64().min(60.0);
             let _ = status.update(&job.name, |s| {
                 if busy {
@@ -437,7 +462,7 @@ pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>
                 Err(e) if r.is_ok() => {
                     return JobRun { state: RunState::Failed, exit: ExitCode::FileIo, result: None, upstream: up, message: e };
                 }
-                Err(e) => log(&job.name, &e),
+                Err(e) => log_at(tracing::Level::ERROR, &job.name, &e),
             }
         }
         match r {
@@ -469,7 +494,7 @@ pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>
     };
     if let Some((which, h)) = hook {
         if let Err(e) = run_hook(&job, which, h, hook_env(&job, Some(&run), start, Some(end))).await {
-            log(&job.name, &e);
+            log_at(tracing::Level::ERROR, &job.name, &e);
             if run.state != RunState::Failed {
                 run.state = RunState::Failed;
                 run.exit = ExitCode::Syntax;
@@ -507,7 +532,12 @@ pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>
         Some(r) => format!("{} (exit {}): {} files, {} bytes, {} deleted, {} sessions", run.state.as_str(), run.exit.code(), r.files, r.bytes, r.deleted, r.sessions),
         None => format!("{} (exit {}): {}", run.state.as_str(), run.exit.code(), run.message),
     };
-    log(&job.name, &summary);
+    let level = match run.state {
+        RunState::Failed => tracing::Level::ERROR,
+        RunState::Retry => tracing::Level::WARN,
+        _ => tracing::Level::INFO,
+    };
+    log_at(level, &job.name, &summary);
     drop(lock);
     run
 }
@@ -615,6 +645,13 @@ pub async fn run(opts: RunOptions) -> Result<ExitCode, String> {
             Some(r) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok((name, run)) = r {
                     running.remove(&name);
+                    if opts.json {
+                        use std::io::Write;
+                        let st = status.get(&name).unwrap_or_default();
+                        let mut o = std::io::stdout().lock();
+                        let _ = writeln!(o, "{}", job_line(&name, &st));
+                        let _ = o.flush();
+                    }
                     if matches!(run.state, RunState::Failed | RunState::Retry) && worst == ExitCode::Ok {
                         worst = if run.exit == ExitCode::Ok { ExitCode::Partial } else { run.exit };
                     }
@@ -654,7 +691,7 @@ pub async fn run(opts: RunOptions) -> Result<ExitCode, String> {
                 }
                 Err(errs) => {
                     for e in errs {
-                        log("", &format!("reload rejected, keeping the old configuration: {}: {e}", opts.config.display()));
+                        log_at(tracing::Level::ERROR, "", &format!("reload rejected, keeping the old configuration: {}: {e}", opts.config.display()));
                     }
                 }
             }

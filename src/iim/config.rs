@@ -75,6 +75,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "temp",
     "prog_rsync",
     "prog_iim",
+    "metrics_listen",
+    "log_format",
 ];
 
 /// Keys accepted for compatibility but not needed by rmirror (it uses its
@@ -474,6 +476,11 @@ pub struct IimConfig {
     pub files: Vec<String>,
     /// `temp`, `prog_rsync`, `prog_iim` (accepted, not needed).
     pub not_needed: Vec<NotNeeded>,
+    /// rmirror extension: serve Prometheus `/metrics` here (`127.0.0.1:9464`,
+    /// `[::1]:9464`, or a bare port on loopback); `None` = off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// rmirror extension: `text` or `json` log lines; `None` = the default.
+    pub log_format: Option<String>,
 }
 
 fn bad(e: &RawEntry, why: impl Into<String>) -> ConfigError {
@@ -550,6 +557,8 @@ impl IimConfig {
             iim_umask: None,
             files,
             not_needed: Vec::new(),
+            metrics_listen: None,
+            log_format: None,
         };
         for e in entries {
             match e.key.as_str() {
@@ -622,6 +631,16 @@ impl IimConfig {
                     file: e.file.clone(),
                     line: e.line,
                 }),
+                "metrics_listen" if is_empty(e) => c.metrics_listen = None,
+                "metrics_listen" => c.metrics_listen = Some(crate::metrics::parse_addr(&e.value).map_err(|why| bad(e, why))?),
+                "log_format" if is_empty(e) => c.log_format = None,
+                "log_format" => {
+                    let v = e.value.to_ascii_lowercase();
+                    if v != "text" && v != "json" {
+                        return Err(bad(e, format!("expected text or json, got {:?}", e.value)));
+                    }
+                    c.log_format = Some(v);
+                }
                 "include" => return Err(bad(e, "include must be expanded by read_entries")),
                 _ => {
                     return Err(ConfigError::UnknownKey {
@@ -1008,6 +1027,21 @@ mod tests {
             ("remote".to_string(), "r::m".to_string()),
         ];
         assert!(parse_config("", "empty.conf", &ov, &mut NoIncludes).is_ok());
+    }
+
+    #[test]
+    fn rmirror_extensions_metrics_listen_and_log_format() {
+        let c = parse_config(&format!("{}metrics_listen 9464\nlog_format JSON\n", minimal()), "iim.conf", &[], &mut NoIncludes).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.log_format.as_deref(), Some("json"));
+        let ov = vec![("metrics_listen".to_string(), "EMPTY".to_string())];
+        let c = parse_config(&format!("{}metrics_listen [::1]:1\n", minimal()), "iim.conf", &ov, &mut NoIncludes).unwrap();
+        assert_eq!(c.metrics_listen, None);
+        for bad in ["metrics_listen example.org:80", "metrics_listen 99999", "log_format xml"] {
+            let err = parse_config(&format!("{}{bad}\n", minimal()), "iim.conf", &[], &mut NoIncludes).unwrap_err();
+            assert!(matches!(err, ConfigError::BadValue { .. }), "{bad}: {err}");
+        }
+        assert_eq!(parse_config(minimal(), "iim.conf", &[], &mut NoIncludes).unwrap().metrics_listen, None);
     }
 
     #[test]

@@ -285,6 +285,10 @@ pub trait WatchLogger: Send + Sync {
     fn pass(&self, report: &PassReport) {
         self.log(Level::Info, &report.tree, &report.summary());
     }
+    /// After a pass failed (default: one error line with the reason).
+    fn failed(&self, tree: &str, err: &PassError) {
+        self.log(Level::Error, tree, &err.to_string());
+    }
 }
 
 /// Forwards to `tracing`.
@@ -550,7 +554,7 @@ pub async fn watch(cfg: &WatchConfig, log: Arc<dyn WatchLogger>, mut stop: StopS
                 }
                 Err(e) => {
                     summary.failures += 1;
-                    log.log(Level::Error, &tree.label(), &e.to_string());
+                    log.failed(&tree.label(), &e);
                     if cfg.once || matches!(e, PassError::FullSyncNotAllowed(_) | PassError::Config(_)) {
                         return Err(e);
                     }
