@@ -2,8 +2,9 @@
 //! daemon (issue 3, item 1). See README.md § Speed.
 //!
 //! ```text
-//! scripts/bench                        # all scenarios (a)–(f)
+//! scripts/bench                        # all scenarios (a)–(f) and (r)
 //! scripts/bench a d                    # just (a) and (d)
+//! scripts/bench r                      # instant mirroring: pass time vs tree size
 //! cargo bench --bench compare -- c     # same thing without the script
 //! RMIRROR_BENCH_PAIRS=5 scripts/bench b
 //! ```
@@ -13,7 +14,17 @@
 //! run that binary (`CARGO_BIN_EXE_rmirror`; override with `RMIRROR_BIN`).
 //! Without `--bench` (that is how `cargo test --all-targets` runs bench
 //! targets) only a smoke version runs: one ~50-file fresh pull, one pair,
-//! oracle checked, a few seconds.
+//! oracle checked, and a tiny (r) (40 and 400 files, one pass each), a few
+//! seconds.
+//!
+//! (r) is not a comparison with rsync (which has no RECENT mode): it builds
+//! two upstreams of different size (10,000 and 100,000 files) that publish
+//! RECENT files (`tests/support/recent_producer.rs`), mirrors each once, then
+//! times single `rmirror watch --once` passes that each follow 20 changes
+//! (new, changed, deleted files, a deleted directory), and prints the pass
+//! time of both sizes and their ratio (issue 4: the time must not grow with
+//! the tree).  Each pass is checked: exactly the changed files sent by the
+//! daemon, and the oracle empty.
 //!
 //! Environment:
 //! * `RMIRROR_BENCH_PAIRS` (default 3) measured pairs per scenario,
@@ -55,6 +66,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use support::recent_producer::Producer;
 use support::{oracle, tree, Rsyncd, TestDir};
 
 /// rsync's flags for every comparison run: the like-for-like of rmirror's
@@ -891,15 +903,15 @@ fn main() {
         .iter()
         .filter(|a| !a.starts_with('-'))
         .flat_map(|a| a.chars())
-        .filter(|c| ('a'..='f').contains(c))
+        .filter(|&c| is_scenario(c))
         .collect();
     if selected.is_empty() {
         if let Ok(v) = std::env::var("RMIRROR_BENCH_SCENARIOS") {
-            selected = v.chars().filter(|c| ('a'..='f').contains(c)).collect();
+            selected = v.chars().filter(|&c| is_scenario(c)).collect();
         }
     }
     if selected.is_empty() {
-        selected = "abcdef".chars().collect();
+        selected = "abcdefr".chars().collect();
     }
     let env_n = |k: &str, d: usize| {
         std::env::var(k)
@@ -949,6 +961,8 @@ fn main() {
             },
         );
         assert_eq!(o.rm.len(), 1);
+        let r = run_r(&ctx, work.path(), [40, 400], 1, 0);
+        println!("{}", r.markdown_row());
         println!("compare bench smoke test passed (binary {})", ctx.rmirror.display());
         return;
     }
@@ -989,6 +1003,10 @@ fn main() {
     }
     if b.want('e') {
         need += (2.0 * 45e6 * b.scale) as u64;
+    }
+    if b.want('r') {
+        // upstream + mirror of 10,000 and of 100,000 files
+        need += (2.0 * 1.25e9 * b.scale) as u64;
     }
     match free_bytes(work.path()) {
         Some(free) if free < need + need / 10 => {
@@ -1206,9 +1224,241 @@ fn main() {
         b.outs.push(o);
     }
     remove_tree(&dest200k);
+    drop(d);
+    let r = b.want('r').then(|| run_r(&b.ctx, work.path(), [b.n(10_000), b.n(100_000)], b.ctx.pairs, b.ctx.warmup));
 
     summary_table(&b.outs, &b.skipped);
+    if let Some(r) = r {
+        println!("| scenario | small: files, pass wall s (cpu s, maxrss MiB) | large: files, pass wall s (cpu s, maxrss MiB) | **wall ratio large/small** | oracle |");
+        println!("|---|---|---|---|---|");
+        println!("{}\n", r.markdown_row());
+    }
+}
+
+fn is_scenario(c: char) -> bool {
+    ('a'..='f').contains(&c) || c == 'r'
+}
+
+// ------------------------------------------------------------ (r): RECENT
+
+/// One size of (r): medians of the measured passes.
+struct RSize {
+    files: usize,
+    wall: f64,
+    cpu: f64,
+    maxrss_mib: f64,
+    /// The pass's own `seconds` (inside the process, from `--json`).
+    in_pass: f64,
+    /// Files the daemon sent per pass (always the 14 new or changed ones).
+    fetched: usize,
+    passes: usize,
+}
+
+struct RResult {
+    sizes: [RSize; 2],
+}
+
+impl RResult {
+    fn ratio(&self) -> f64 {
+        self.sizes[1].wall / self.sizes[0].wall
+    }
+
+    fn markdown_row(&self) -> String {
+        let c = |s: &RSize| format!("{}, {:.3} ({:.3}, {:.1})", s.files, s.wall, s.cpu, s.maxrss_mib);
+        format!(
+            "| (r) one `watch --once` pass, 20 changes, medians of {} | {} | {} | **{:.2}** | empty after every pass |",
+            self.sizes[0].passes,
+            c(&self.sizes[0]),
+            c(&self.sizes[1]),
+            self.ratio()
+        )
+    }
+}
+
+/// An upstream that publishes RECENT files, its daemon module and a mirror.
+struct RTree {
+    files: usize,
+    module: String,
+    dest: PathBuf,
+    prod: Producer,
+    /// Existing files not yet touched by a change, shuffled.
+    pool: Vec<String>,
+    round: usize,
+}
+
+/// 20 changes like the acceptance of issue 4: 8 new files (4 of them in a
+/// new directory), 6 changed, 5 deleted, 1 deleted directory (an author with
+/// all their files).  Returns the files whose content must be sent.
+fn r_changes(t: &mut RTree) -> Vec<String> {
+    t.round += 1;
+    let r = t.round;
+    let mut sent = Vec::new();
+    fn take(t: &mut RTree) -> String {
+        t.pool.pop().expect("(r): the tree ran out of untouched files")
+    }
+    for i in 0..4 {
+        let p = format!("authors/id/R/RB/RBENCH{r}/RBench-{i}.{r}.tar.gz");
+        t.prod.write_file(&p, &tree::random_bytes(2_000 + i * 1_000, (r * 100 + i) as u64));
+        sent.push(p);
+    }
+    for i in 0..4 {
+        let next_to = take(t);
+        let dir = next_to.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+        let p = format!("{dir}/Fresh-{r}-{i}.tar.gz");
+        t.prod.write_file(&p, &tree::random_bytes(3_000, (r * 100 + 10 + i) as u64));
+        sent.push(p);
+    }
+    for i in 0..6 {
+        let p = take(t);
+        t.prod.write_file(&p, &tree::random_bytes(5_000 + i * 7, (r * 100 + 20 + i) as u64));
+        sent.push(p);
+    }
+    for _ in 0..5 {
+        let p = take(t);
+        t.prod.delete_file(&p);
+    }
+    let victim = take(t);
+    let dir = victim.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+    let prefix = format!("{dir}/");
+    t.pool.retain(|p| !p.starts_with(&prefix));
+    sent.retain(|p| !p.starts_with(&prefix));
+    t.prod.delete_dir(&dir);
+    t.prod.publish();
+    sent.sort();
+    sent
+}
+
+fn watch_once_cmd(ctx: &Ctx, url: &str, dest: &Path) -> Command {
+    let mut c = Command::new(&ctx.rmirror);
+    c.args(["watch", "--once", "--json"]).arg(url).arg(dest);
+    c.env("LC_ALL", "C").env_remove("RSYNC_PASSWORD");
+    c
+}
+
+/// Scenario (r): pass time of `rmirror watch --once` with 20 changes, for
+/// two upstream sizes.  `warmup` unmeasured and `passes` measured passes per
+/// size, the sizes alternating.
+fn run_r(ctx: &Ctx, work: &Path, sizes: [usize; 2], passes: usize, warmup: usize) -> RResult {
+    eprintln!("\n=== (r) instant mirroring: one `watch --once` pass with 20 changes, {} vs {} files", sizes[0], sizes[1]);
+    let mut trees: Vec<RTree> = Vec::new();
+    let mut builder = Rsyncd::builder();
+    for (k, &n) in sizes.iter().enumerate() {
+        let base = work.join(format!("r{k}"));
+        let src = base.join("src");
+        let t = cpan(n, SEED + 10 + k as u64);
+        let files = count_files(&t).0;
+        write_tree(&format!("(r) tree {k}"), &t, &src);
+        let mut prod = Producer::new(&src);
+        let mut pool: Vec<String> = walk_files(&src)
+            .into_iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|p| p.starts_with("authors/") && !p.ends_with("CHECKSUMS"))
+            .collect();
+        pool.sort();
+        let mut rng = tree::Rng::new(SEED + 20 + k as u64);
+        for i in (1..pool.len()).rev() {
+            pool.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        // some history, so that the chain's files exist and have content
+        for p in pool.iter().rev().take(50) {
+            prod.record(p, true);
+        }
+        prod.publish();
+        let module = format!("r{k}");
+        builder = builder.module(&module, &src);
+        trees.push(RTree { files, module, dest: base.join("mirror"), prod, pool, round: 0 });
+    }
+    let d = builder.start();
+    for t in &trees {
+        // the mirror starts as a copy; the first pass (no state yet) is a
+        // full sync that finds nothing to transfer
+        clone_tree(&work.join(&t.module).join("src"), &t.dest);
+        let url = d.url(&t.module);
+        let f = measure(watch_once_cmd(ctx, &url, &t.dest), ctx.scratch.path());
+        assert!(f.status.success(), "(r) first pass failed: {}\n{}\n{}", f.status, f.stdout, f.stderr);
+        let doc: serde_json::Value = serde_json::from_str(&f.stdout).expect("(r) watch --json output");
+        assert_eq!(doc["passes"][0]["kind"], "full", "(r) first pass: {doc}");
+        eprintln!("  {} files: first pass (full sync, no state) {:.2} s", t.files, f.sample.wall);
+    }
+    let mut samples: Vec<Vec<(Sample, f64, usize)>> = vec![Vec::new(), Vec::new()];
+    for round in 0..warmup + passes {
+        let measured = round >= warmup;
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            let t = &mut trees[k];
+            let want = r_changes(t);
+            let url = d.url(&t.module);
+            let before = d.transfer_log().len();
+            let f = measure(watch_once_cmd(ctx, &url, &t.dest), ctx.scratch.path());
+            assert!(f.status.success(), "(r) pass failed: {}\n{}\n{}", f.status, f.stdout, f.stderr);
+            let doc: serde_json::Value = serde_json::from_str(&f.stdout).expect("(r) watch --json output");
+            let p = &doc["passes"][0];
+            assert_eq!(p["kind"], "incremental", "(r) {doc}");
+            assert_eq!(p["complete"], true, "(r) {doc}");
+            let mut sent: Vec<String> = d
+                .transfer_log()
+                .into_iter()
+                .skip(before)
+                .filter(|x| x.op == "send" && !x.name.ends_with('/'))
+                .map(|x| x.name)
+                .filter(|n| !n.rsplit('/').next().unwrap_or(n).starts_with("RECENT"))
+                .collect();
+            sent.sort();
+            assert_eq!(sent, want, "(r) the daemon must send exactly the changed files");
+            let lines = oracle::diff(&url, &t.dest, &[]);
+            assert!(lines.is_empty(), "(r) ORACLE after the pass on {} files:\n{}", t.files, lines.join("\n"));
+            let in_pass = p["seconds"].as_f64().unwrap_or(f64::NAN);
+            eprintln!(
+                "  {:>7} files{}: pass wall {:.3} s (in-pass {:.3} s), cpu {:.3} s, maxrss {:.1} MiB, {} events, {} sent; oracle clean",
+                t.files,
+                if measured { "" } else { " (warm-up)" },
+                f.sample.wall,
+                in_pass,
+                f.sample.cpu,
+                mib(f.sample.maxrss_kb as f64),
+                p["events"],
+                sent.len()
+            );
+            if measured {
+                samples[k].push((f.sample, in_pass, sent.len()));
+            }
+        }
+    }
+    let size = |k: usize| {
+        let v = &samples[k];
+        RSize {
+            files: trees[k].files,
+            wall: median(v.iter().map(|s| s.0.wall).collect()),
+            cpu: median(v.iter().map(|s| s.0.cpu).collect()),
+            maxrss_mib: median(v.iter().map(|s| mib(s.0.maxrss_kb as f64)).collect()),
+            in_pass: median(v.iter().map(|s| s.1).collect()),
+            fetched: v.first().map_or(0, |s| s.2),
+            passes: v.len(),
+        }
+    };
+    let r = RResult { sizes: [size(0), size(1)] };
+    println!("\n(r) one `rmirror watch --once` pass following 20 changes  [medians of {} passes per size]", passes);
+    println!("  {:>9} {:>12} {:>12} {:>10} {:>12} {:>9}", "files", "wall s", "in-pass s", "cpu s", "maxrss MiB", "fetched");
+    for s in &r.sizes {
+        println!(
+            "  {:>9} {:>12.3} {:>12.3} {:>10.3} {:>12.1} {:>9}",
+            s.files, s.wall, s.in_pass, s.cpu, s.maxrss_mib, s.fetched
+        );
+    }
+    println!(
+        "  ratio {}/{} files: wall {:.2}, in-pass {:.2}, cpu {:.2}  (target: wall ratio near 1, at most 1.5)",
+        r.sizes[1].files,
+        r.sizes[0].files,
+        r.ratio(),
+        r.sizes[1].in_pass / r.sizes[0].in_pass,
+        r.sizes[1].cpu / r.sizes[0].cpu
+    );
     drop(d);
+    for t in &trees {
+        // upstream, mirror and the mirror's state (`mirror.rmirror/`)
+        remove_tree(&work.join(&t.module));
+    }
+    r
 }
 
 fn run_e(b: &mut Bench, d: &Rsyncd, work: &TestDir, tsmall: &Path, n: (usize, u64)) {
@@ -1329,7 +1579,7 @@ fn header(b: &Bench) {
         b.scale
     );
     println!("  rsync    rsync {} URL DEST/", RSYNC_FLAGS.join(" "));
-    println!("  rmirror  rmirror sync --delete URL DEST   ((f): sync --files-from LIST)");
+    println!("  rmirror  rmirror sync --delete URL DEST   ((f): sync --files-from LIST; (r): watch --once --json URL DEST)");
     if !b.ctx.rmirror.to_string_lossy().contains("/release/") {
         println!("  WARNING: {} is not a release build", b.ctx.rmirror.display());
     }
