@@ -1227,7 +1227,9 @@ fn main() {
     drop(d);
     let r = b.want('r').then(|| run_r(&b.ctx, work.path(), [b.n(10_000), b.n(100_000)], b.ctx.pairs, b.ctx.warmup));
 
-    summary_table(&b.outs, &b.skipped);
+    if !b.outs.is_empty() || !b.skipped.is_empty() {
+        summary_table(&b.outs, &b.skipped);
+    }
     if let Some(r) = r {
         println!("| scenario | small: files, pass wall s (cpu s, maxrss MiB) | large: files, pass wall s (cpu s, maxrss MiB) | **wall ratio large/small** | oracle |");
         println!("|---|---|---|---|---|");
