@@ -510,3 +510,46 @@ fn log_format_json_run_and_run_json_lines() {
     assert!(o.stdout.is_empty(), "no --json: nothing on stdout");
     let _ = &up.src;
 }
+
+/// `watch` on a terminal shows the transfer bar (bytes, files, rate, ETA)
+/// while a pass pulls, and nothing of it when stderr is not a terminal.
+/// The terminal is a real pseudo-terminal from util-linux `script`.
+#[test]
+fn watch_progress_bar_only_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("util-linux `script` is needed for the pseudo-terminal (scripts/test installs bsdutils)");
+    }
+    let up = upstream(400);
+    let parent = TestDir::new("op-bar");
+    let url = up.d.url("pub");
+
+    // On a pseudo-terminal: the bar is drawn (its text names files and an ETA).
+    let dest = parent.join("tty");
+    let cmd = format!(
+        "{} watch --once {} {}",
+        BIN,
+        url,
+        dest.display()
+    );
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .env_remove("RMIRROR_NO_PROGRESS")
+        .env_remove("RMIRROR_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "watch under a pty failed: {tty}");
+    assert!(tty.contains(" files") && tty.contains("ETA"), "no progress bar on the terminal:\n{tty}");
+    oracle::assert_clean(&url, &dest);
+
+    // Not a terminal: no bar, no cursor control.
+    let dest2 = parent.join("pipe");
+    let out = rmirror().args(["watch", "--once"]).arg(&url).arg(&dest2).output().expect("run watch");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = [out.stdout, out.stderr].concat();
+    let all = String::from_utf8_lossy(&all);
+    assert!(!all.contains("ETA") && !all.contains('\u{1b}') && !all.contains('\r'), "bar drawn without a terminal:\n{all}");
+    oracle::assert_clean(&url, &dest2);
+}

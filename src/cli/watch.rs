@@ -2,10 +2,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{password, CliError, ConnArgs};
+use crate::engine::monitor::Monitor;
 use crate::exit::ExitCode;
 use crate::plan::{self, Level, PassReport, TreeConfig, WatchConfig, WatchLogger};
 use crate::recent::{Epoch, Interval};
@@ -93,9 +94,31 @@ struct CliLogger {
     /// `--write-trace`: (DEST, what to write, upstream URL), after every caught-up pass.
     publish: Option<(PathBuf, crate::publish::PublishConfig, String)>,
     quiet: bool,
+    /// The progress bar of the pull under way (stderr a terminal, no -q or
+    /// --json); made at its first progress report, cleared when it ends.
+    bar: Mutex<Option<super::progress::Bar>>,
 }
 
 impl CliLogger {
+    /// Run `f` (which prints) with the bar, if any, off the screen.
+    fn out(&self, f: impl FnOnce()) {
+        match self.bar.lock() {
+            Ok(g) => match g.as_ref() {
+                Some(b) => b.suspend(f),
+                None => f(),
+            },
+            Err(_) => f(),
+        }
+    }
+
+    fn end_bar(&self) {
+        if let Ok(mut g) = self.bar.lock() {
+            if let Some(b) = g.take() {
+                b.finish();
+            }
+        }
+    }
+
     fn after_pass(&self, r: &PassReport) {
         let Some((dest, cfg, upstream)) = &self.publish else { return };
         if !r.complete {
@@ -195,9 +218,25 @@ impl WatchLogger for CliLogger {
             Level::Info => tracing::Level::INFO,
             Level::Debug => tracing::Level::DEBUG,
         };
-        super::log::line(level, Some(tree), msg);
+        self.out(|| super::log::line(level, Some(tree), msg));
+    }
+    fn progress(&self, p: &crate::engine::monitor::Progress) {
+        if self.quiet || self.json_doc || self.json_lines {
+            return;
+        }
+        let Ok(mut g) = self.bar.lock() else { return };
+        if g.is_none() {
+            *g = super::progress::Bar::for_terminal(super::progress::BarKind::Transfer, false);
+        }
+        if let Some(b) = g.as_ref() {
+            b.progress(p);
+        }
+    }
+    fn pull_ended(&self) {
+        self.end_bar();
     }
     fn failed(&self, tree: &str, e: &plan::PassError) {
+        self.end_bar();
         if let Some(m) = &self.metrics {
             record_failure(m, tree, e);
         }
@@ -207,6 +246,7 @@ impl WatchLogger for CliLogger {
         self.log(Level::Error, tree, &e.to_string());
     }
     fn pass(&self, r: &PassReport) {
+        self.end_bar();
         if let Some(m) = &self.metrics {
             record_pass(m, r);
         }
@@ -293,6 +333,7 @@ pub(super) async fn cmd_watch(src: &str, dest: PathBuf, conn: &ConnArgs, w: &Wat
         json_lines: w.json && !w.once,
         metrics: metrics.as_ref().map(|m| m.0.clone()),
         publish,
+        bar: Mutex::new(None),
     });
     let summary = plan::watch(&cfg, log, plan::StopSignal::never()).await;
     if let Some((_, task)) = metrics {

@@ -289,6 +289,10 @@ pub trait WatchLogger: Send + Sync {
     fn failed(&self, tree: &str, err: &PassError) {
         self.log(Level::Error, tree, &err.to_string());
     }
+    /// The engine's counters during one pull of a pass (default: ignored).
+    fn progress(&self, _p: &crate::engine::monitor::Progress) {}
+    /// That pull ended, for good or not (default: nothing).
+    fn pull_ended(&self) {}
 }
 
 /// Forwards to `tracing`.

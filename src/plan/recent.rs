@@ -115,6 +115,9 @@ impl Monitor for PullMon {
         self.log.log(Level::Warn, &self.label, text);
         self.errors.lock().unwrap().push(text.to_string());
     }
+    fn progress(&self, p: &crate::engine::monitor::Progress) {
+        self.log.progress(p);
+    }
 }
 
 /// The result of one pull that did not fail.
@@ -158,7 +161,9 @@ async fn run_pull(ctx: &TreeCtx<'_>, into: &Path, what: PullWhat<'_>, checksum: 
         }
     }
     let mon = Arc::new(PullMon { log: ctx.log.clone(), label: ctx.label.clone(), vanished: Mutex::new(vec![]), errors: Mutex::new(vec![]) });
-    let report = pull(&spec, mon.clone()).await.map_err(|e| PassError::Pull { msg: e.to_string(), code: e.exit_code() })?;
+    let report = pull(&spec, mon.clone()).await;
+    ctx.log.pull_ended();
+    let report = report.map_err(|e| PassError::Pull { msg: e.to_string(), code: e.exit_code() })?;
     let vanished = std::mem::take(&mut *mon.vanished.lock().unwrap());
     let errors = std::mem::take(&mut *mon.errors.lock().unwrap());
     let code = report.exit_code();
