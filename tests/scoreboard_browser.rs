@@ -3,7 +3,11 @@
 //! (Debian's `chromium`, installed by `scripts/test` when missing) renders it,
 //! the test asserts on the rendered DOM (job names, results, lag, no injected
 //! markup) and keeps a screenshot in `target/test-artifacts/scoreboard.png`.
-//! Without a Chromium the test prints `SKIPPED` with the reason and passes.
+//! The same for iim's HTML scoreboard (`scoreboard_file x.html`), written by
+//! `rmirror iim` after its loops. Without a Chromium the tests print
+//! `SKIPPED` with the reason and pass, unless `RMIRROR_REQUIRE_CHROMIUM=1`
+//! (which `scripts/test` sets once it has installed chromium): then a
+//! missing or failing browser fails them.
 
 mod support;
 
@@ -12,6 +16,15 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{free_port, tree, Rsyncd, TestDir};
+
+/// Skip (print why and return true) or, under RMIRROR_REQUIRE_CHROMIUM=1, fail.
+fn skip(test: &str, why: &str) -> bool {
+    if std::env::var_os("RMIRROR_REQUIRE_CHROMIUM").is_some_and(|v| v == "1") {
+        panic!("{test}: {why} (RMIRROR_REQUIRE_CHROMIUM=1)");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    true
+}
 
 fn find_chromium() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("CHROMIUM") {
@@ -88,7 +101,7 @@ fn scoreboard_renders_in_headless_chromium() {
     let bin = match find_chromium() {
         Ok(b) => b,
         Err(why) => {
-            eprintln!("SKIPPED scoreboard_renders_in_headless_chromium: {why}");
+            skip("scoreboard_renders_in_headless_chromium", &why);
             return;
         }
     };
@@ -128,16 +141,19 @@ fn scoreboard_renders_in_headless_chromium() {
     let dom = match chromium(&bin, profile.path(), &["--dump-dom".into()], &url) {
         Ok(out) if out.status.success() && !out.stdout.is_empty() => String::from_utf8_lossy(&out.stdout).into_owned(),
         Ok(out) => {
-            eprintln!(
-                "SKIPPED scoreboard_renders_in_headless_chromium: {} --dump-dom failed ({}): {}",
-                bin.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).lines().take(5).collect::<Vec<_>>().join(" | ")
+            skip(
+                "scoreboard_renders_in_headless_chromium",
+                &format!(
+                    "{} --dump-dom failed ({}): {}",
+                    bin.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).lines().take(5).collect::<Vec<_>>().join(" | ")
+                ),
             );
             return;
         }
         Err(why) => {
-            eprintln!("SKIPPED scoreboard_renders_in_headless_chromium: {why}");
+            skip("scoreboard_renders_in_headless_chromium", &why);
             return;
         }
     };
@@ -178,5 +194,84 @@ fn scoreboard_renders_in_headless_chromium() {
     let (w, h) = png_size(&data).expect("a PNG");
     assert_eq!((w, h), (1280, 480));
     assert!(data.len() > 10_000, "screenshot suspiciously small ({} bytes)", data.len());
+    eprintln!("screenshot: {}", shot.display());
+}
+
+/// iim's HTML scoreboard: `rmirror iim` with an iim.conf naming an `.html`
+/// scoreboard mirrors a real rsync daemon for a few loops (the first a full
+/// sync), then stops at `max_run_time`; Chromium renders the page.
+#[test]
+fn iim_scoreboard_renders_in_headless_chromium() {
+    const T: &str = "iim_scoreboard_renders_in_headless_chromium";
+    let bin = match find_chromium() {
+        Ok(b) => b,
+        Err(why) => {
+            skip(T, &why);
+            return;
+        }
+    };
+    let src = TestDir::new("iimboard-src");
+    let mut spec = tree::TreeSpec::new();
+    for i in 0..12 {
+        spec = spec.file(&format!("authors/id/A/AU/AUTHOR/Dist-{i}.tar.gz"), &format!("dist {i}\n"));
+    }
+    spec.write(src.path());
+    let mut prod = support::recent_producer::Producer::new(src.path());
+    for i in 0..12 {
+        prod.record(&format!("authors/id/A/AU/AUTHOR/Dist-{i}.tar.gz"), true);
+    }
+    prod.publish();
+    let d = Rsyncd::builder().module("pub", src.path()).start();
+    let work = TestDir::new("iimboard-work");
+    std::fs::write(
+        work.join("iim.conf"),
+        format!(
+            "local CPAN\nremote {}\nsleep_main_loop 1\nmax_run_time 4s\nallow_full_syncs yes\nscoreboard_file board.html\nscoreboard_file board.json\n",
+            d.url("pub")
+        ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_rmirror"))
+        .current_dir(work.path())
+        .args(["iim", "-q", "-c", "iim.conf"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rmirror iim");
+    let page = work.join("board.html");
+    assert!(page.is_file(), "no board.html; rmirror iim said:\n{}", String::from_utf8_lossy(&o.stderr));
+    let board: serde_json::Value = serde_json::from_slice(&std::fs::read(work.join("board.json")).unwrap()).unwrap();
+    let loops = board["loops"].as_u64().expect("loops in board.json");
+    assert!(loops >= 2, "{board:#}");
+    support::oracle::assert_clean(&d.url("pub"), &work.join("CPAN"));
+
+    let url = format!("file://{}", page.display());
+    let profile = TestDir::new("iimboard-chromium");
+    let dom = match chromium(&bin, profile.path(), &["--dump-dom".into()], &url) {
+        Ok(out) if out.status.success() && !out.stdout.is_empty() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) => {
+            skip(T, &format!("--dump-dom failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).lines().take(5).collect::<Vec<_>>().join(" | ")));
+            return;
+        }
+        Err(why) => {
+            skip(T, &why);
+            return;
+        }
+    };
+    // What the browser shows: the loop count, one full sync, what it fetched,
+    // and the upstream it mirrors — the same numbers as the JSON board.
+    assert!(dom.contains(&format!("<tr><th>loops</th><td>{loops}</td></tr>")), "loops {loops}:\n{dom}");
+    assert!(dom.contains("<tr><th>full syncs</th><td>1</td></tr>"), "full syncs:\n{dom}");
+    let fetched = board["fetched"].as_u64().expect("fetched");
+    assert!(fetched >= 12, "{board:#}");
+    assert!(dom.contains(&format!("<tr><th>files fetched</th><td>{fetched}</td></tr>")), "fetched {fetched}:\n{dom}");
+    assert!(dom.contains(&d.url("pub")), "remote not shown:\n{dom}");
+    assert!(!dom.contains("<script"), "no script in the page");
+
+    let shot = artifacts_dir().join("iim-scoreboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let r = chromium(&bin, profile.path(), &[format!("--screenshot={}", shot.display()), "--window-size=1024,640".into()], &url);
+    let data = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot at {} ({e}); chromium: {r:?}", shot.display()));
+    assert_eq!(png_size(&data), Some((1024, 640)));
+    assert!(data.len() > 5_000, "screenshot suspiciously small ({} bytes)", data.len());
     eprintln!("screenshot: {}", shot.display());
 }
