@@ -748,6 +748,113 @@ fn h22_zstd_bomb_memory_bounded() {
     assert_ne!(r.code, Some(0), "{}", r.show());
 }
 
+/// The zlib-family ways of getting compression: an explicit `zlib` / `zlibx`
+/// choice at 32, and `-z` at protocol 29 (no negotiation: zlib implied).
+const ZLIB_MODES: [(i32, &str); 3] = [(32, "--compress-choice=zlib"), (32, "--compress-choice=zlibx"), (29, "-z")];
+
+fn zlib_case<H>(proto: i32, how: &str, hook: H) -> (evil::Run, Sandbox, EvilServer)
+where
+    H: Fn(&mut evil::Conn, &evil::Req) -> Reply + Send + Sync + Clone + 'static,
+{
+    let p = format!("--protocol={proto}");
+    let (r, sb, srv) = transfer_case_ext(Cfg::new(proto), &[&p, how], hook);
+    assert!(
+        srv.log().args.iter().flatten().any(|a| a.windows(8).any(|w| w == b"compress") || (a.first() == Some(&b'-') && a.get(1) != Some(&b'-') && a.contains(&b'z'))),
+        "{how}: compression not asked of the server: {:?}",
+        srv.log().args
+    );
+    (r, sb, srv)
+}
+
+/// Control for the zlib cases: the scripted zlib/zlibx token stream is
+/// right, so the refusals below come from the bad data alone.
+#[test]
+fn h22_zlib_honest_control() {
+    for (proto, how) in ZLIB_MODES {
+        let (r, sb, _s) = zlib_case(proto, how, |c, req| {
+            c.echo(req.ndx, req.iflags, req.head);
+            c.literal_tokens(&new_f());
+            c.file_sum(&new_f());
+            Reply::Handled
+        });
+        r.assert_code(&[0]);
+        assert_eq!(std::fs::read(sb.dest.join("f")).unwrap(), new_f(), "{how}");
+        assert_eq!(std::fs::read(sb.dest.join("g")).unwrap(), b"other file\n", "{how}");
+        converge(&sb, &[]);
+    }
+}
+
+#[test]
+fn h22_zlib_invalid_data() {
+    // Deflate data that is not deflate (a reserved block type, then noise).
+    for (proto, how) in ZLIB_MODES {
+        let (r, sb, _s) = zlib_case(proto, how, |c, req| {
+            c.echo(req.ndx, req.iflags, req.head);
+            let mut junk = vec![0x07u8]; // BFINAL=1, BTYPE=11 (reserved)
+            junk.extend(tree::random_bytes(999, 5));
+            c.data([0x40 | (junk.len() >> 8) as u8, junk.len() as u8]);
+            c.data(&junk);
+            c.data([0u8]);
+            c.file_sum(&new_f());
+            Reply::Handled
+        });
+        r.assert_code(REFUSED);
+        converge(&sb, &[]);
+    }
+}
+
+#[test]
+fn h22_zlib_bad_token_index() {
+    // Relative token index past the end; TOKEN_LONG with INT32_MIN.
+    for (proto, how) in ZLIB_MODES {
+        for raw in [vec![0xBFu8], { let mut v = vec![0x20u8]; v.extend_from_slice(&i32::MIN.to_le_bytes()); v }] {
+            let (r, _sb, _s) = zlib_case(proto, how, move |c, req| {
+                c.echo(req.ndx, req.iflags, req.head);
+                c.data(&raw);
+                c.data([0u8]);
+                c.file_sum(&new_f());
+                Reply::Handled
+            });
+            r.assert_code(REFUSED);
+        }
+    }
+}
+
+#[test]
+fn h22_zlib_bomb_memory_bounded() {
+    // 10 KB file in the list; 256 MiB of zeros in ~250 KiB of deflate (one
+    // sync-flushed 1 MiB segment repeated: after the first, the window is zeros).
+    let seg = {
+        let mut s = evil::zlib_deflate(&vec![0u8; 1 << 20]);
+        s.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        s
+    };
+    for (proto, how) in [ZLIB_MODES[0], ZLIB_MODES[2]] {
+        let seg = seg.clone();
+        let (r, sb, _s) = zlib_case(proto, how, move |c, req| {
+            c.echo(req.ndx, req.iflags, req.head);
+            let mut comp = Vec::with_capacity(seg.len() * 256);
+            for _ in 0..256 {
+                comp.extend_from_slice(&seg);
+            }
+            comp.truncate(comp.len() - 4);
+            for ch in comp.chunks(16383) {
+                c.data([0x40 | (ch.len() >> 8) as u8, ch.len() as u8]);
+                c.data(ch);
+                if c.flush().is_err() {
+                    return Reply::Stop;
+                }
+            }
+            c.data([0u8]);
+            c.file_sum(b"wrong");
+            Reply::Handled
+        });
+        r.assert_rss_below_mb(200);
+        assert_ne!(r.code, Some(0), "{}", r.show());
+        converge(&sb, &[]);
+    }
+}
+
 #[test]
 fn h23_checksum_mismatch_twice() {
     let (r, sb, srv) = transfer_case_ext(Cfg::new(32), &[], |c, req| {

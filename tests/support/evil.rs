@@ -785,6 +785,8 @@ pub struct Conn {
     pub opts: ClientOpts,
     pub csum: Csum,
     pub zstd: bool,
+    /// zlib or zlibx tokens (raw deflate, a fresh stream per file).
+    pub zlib: bool,
     mux_out: bool,
     mux_in: bool,
     out: Vec<u8>,
@@ -831,6 +833,7 @@ impl Conn {
             compat: 0,
             opts: ClientOpts::default(),
             zstd: false,
+            zlib: false,
             mux_out: false,
             mux_in: false,
             out: vec![],
@@ -1197,6 +1200,12 @@ impl Conn {
                 self.zstd = true;
             }
         }
+        // An explicit zlib/zlibx choice, or -z where nothing is negotiated (< 30).
+        if matches!(self.opts.compress_choice.as_deref(), Some("zlib" | "zlibx"))
+            || (self.opts.compress_negotiate && !self.zstd && self.protocol < 30)
+        {
+            self.zlib = true;
+        }
         let seed = self.cfg.seed;
         self.raw(seed.to_le_bytes())?;
         self.mux_out = true;
@@ -1556,6 +1565,10 @@ impl Conn {
             self.zstd_tokens(data);
             return;
         }
+        if self.zlib {
+            self.zlib_tokens(data);
+            return;
+        }
         for c in data.chunks(self.cfg.chunk) {
             self.int(c.len() as i32);
             self.data(c);
@@ -1566,6 +1579,18 @@ impl Conn {
     /// zstd token stream for `data` (one session-long stream, flushed per file).
     pub fn zstd_tokens(&mut self, data: &[u8]) {
         let comp = self.zstd_compress(data);
+        for c in comp.chunks(16383) {
+            self.data([0x40 | (c.len() >> 8) as u8, c.len() as u8]);
+            self.data(c);
+        }
+        self.data([0u8]);
+    }
+
+    /// zlib/zlibx token stream for `data`: literals only (no block matches,
+    /// so zlib's window insertion never comes into play), one raw deflate
+    /// stream per file, sync-flushed with its `00 00 ff ff` tail left off.
+    pub fn zlib_tokens(&mut self, data: &[u8]) {
+        let comp = zlib_deflate(data);
         for c in comp.chunks(16383) {
             self.data([0x40 | (c.len() >> 8) as u8, c.len() as u8]);
             self.data(c);
@@ -2182,4 +2207,26 @@ pub fn assert_old_or_new(dest: &Path, allowed: &BTreeMap<PathBuf, Vec<Vec<u8>>>)
             );
         }
     }
+}
+
+/// Raw deflate of `data`, sync-flushed, without the trailing empty stored
+/// block (`00 00 ff ff`) that rsync's sender leaves off the wire.
+pub fn zlib_deflate(data: &[u8]) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut c = Compress::new(Compression::new(6), false);
+    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    let mut pos = 0;
+    loop {
+        if out.capacity() - out.len() < 1024 {
+            out.reserve(out.capacity().max(4096));
+        }
+        let before = c.total_in();
+        c.compress_vec(&data[pos..], &mut out, FlushCompress::Sync).expect("deflate");
+        pos += (c.total_in() - before) as usize;
+        if pos == data.len() && out.ends_with(&[0, 0, 0xff, 0xff]) {
+            break;
+        }
+    }
+    out.truncate(out.len() - 4);
+    out
 }
