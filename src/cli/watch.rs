@@ -240,10 +240,12 @@ impl WatchLogger for CliLogger {
         if let Some(m) = &self.metrics {
             record_failure(m, tree, e);
         }
+        // The log line first: whoever reads the JSON object may look for it
+        // on stderr at once.
+        self.log(Level::Error, tree, &e.to_string());
         if self.json_lines {
             print_line(&failure_line(tree, e));
         }
-        self.log(Level::Error, tree, &e.to_string());
     }
     fn pass(&self, r: &PassReport) {
         self.end_bar();
