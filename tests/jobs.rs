@@ -926,3 +926,68 @@ fn f17_upstream_update_in_progress_holds_the_late_phase() {
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert!(sent[0] < 15_000 && sent[1] > 40_000, "sent bytes per session: {sent:?}");
 }
+
+/// F18 (safety plan §4.4): two `rmirror run` processes on one destination.
+/// While the first is transferring, the second refuses on the destination
+/// lock (naming the holder's pid), opens no session and leaves DEST alone;
+/// the first completes oracle-clean. A run killed with SIGKILL mid-transfer
+/// leaves no lock behind (flock dies with its holder — rmirror's stale-lock
+/// rule, with no timeout to wait out): the next run takes over and converges.
+#[test]
+fn f18_concurrent_run_refuses_on_the_destination_lock() {
+    let src = TestDir::new("f18-src");
+    tree::TreeSpec::new().random_file("big.bin", 2_000_000, 18).file("small", "x\n").write(src.path());
+    let d = Rsyncd::builder().module("m", src.path()).start();
+    let p = SlowProxy::start(d.port(), Duration::ZERO, Some(400_000));
+    let t = TestDir::new("f18");
+    let cfg = write_cfg(
+        t.path(),
+        &format!("state_dir = \"state\"\n[[job]]\nname = \"a\"\ndestination = \"dest\"\nupstream = \"{}\"\n", p.url("m")),
+    );
+    let c = cfg.to_str().unwrap();
+    // The same job and state dir (so the same lock) straight to the daemon, for the fast reruns.
+    let direct = t.join("direct.toml");
+    std::fs::write(&direct, format!("state_dir = \"state\"\n[[job]]\nname = \"a\"\ndestination = \"dest\"\nupstream = \"{}\"\n", d.url("m"))).unwrap();
+    let direct = direct.to_str().unwrap();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_rmirror"))
+            .args(["run", "--once", "--ignore-timers", "-c", c])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_forwarded = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while p.forwarded.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < deadline, "the first run never got going");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let first = spawn();
+    let o1_pid = first.id();
+    wait_forwarded(150_000);
+    let o = rmirror(&["run", "--once", "--ignore-timers", "-c", direct]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let o1 = first.wait_with_output().unwrap();
+    assert!(err.contains(&format!("destination locked by pid {}", o1_pid)), "{}\nfirst run:\n{}", show(&o), String::from_utf8_lossy(&o1.stderr));
+    assert!(o1.status.success(), "first run: {}", String::from_utf8_lossy(&o1.stderr));
+    // (Read after the first run: the daemon log is complete only then.)
+    assert_eq!(d.sessions().len(), 1, "the refused run opened a session");
+    oracle::assert_clean(&d.url("m"), &t.join("dest"));
+
+    // A run killed mid-transfer: the lock goes with it.
+    std::fs::write(src.join("big.bin"), tree::random_bytes(2_000_000, 19)).unwrap();
+    let before = p.forwarded.load(Ordering::Relaxed);
+    let mut killed = spawn();
+    wait_forwarded(before + 150_000);
+    unsafe {
+        libc::kill(killed.id() as i32, libc::SIGKILL);
+    }
+    killed.wait().unwrap();
+    let o = rmirror(&["run", "--once", "--ignore-timers", "-c", direct]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("locked"), "{}", show(&o));
+    oracle::assert_clean(&d.url("m"), &t.join("dest"));
+}
