@@ -126,3 +126,61 @@ fn safety_motd_and_names_escaped() {
     assert!(runs[1].stdout().contains("Welcome \\#033[31mRED"), "{}", runs[1].show());
     assert_eq!(fs::read(dest.join(tree::bpath(b"evil\x1b[2Jname"))).unwrap(), b"x\n");
 }
+
+/// L6 (safety plan §4.5): odd bytes in names. Control characters, non-UTF-8
+/// bytes (C1 range too), leading dashes, spaces, glob characters, an NFC and
+/// an NFD spelling of the same word side by side, trailing dots and spaces,
+/// as files and as directories. DEST must hold exactly the upstream's names,
+/// byte for byte, with their contents; `-i` output must carry no raw control
+/// character (everything escaped); the oracle is clean and a rerun is a no-op.
+#[test]
+fn l06_odd_byte_names_exact_and_escaped() {
+    let names: Vec<&[u8]> = vec![
+        b"new\nline",
+        b"cr\rname",
+        b"tab\tname",
+        b"esc\x1b[2Jclear",
+        b"bell\x07",
+        b"del\x7f",
+        b"latin1-\xe9t\xe9",
+        b"c1-\x80\x9b\x9f",
+        b"high-\xff\xfe",
+        b"-rf",
+        b"--delete",
+        b" two  spaces ",
+        b"*?[]\\",
+        b"caf\xc3\xa9",  // NFC
+        b"cafe\xcc\x81", // NFD
+        b"trailing.",
+        b"trailing ",
+        b"...",
+    ];
+    let mut t = tree::TreeSpec::new();
+    for (i, n) in names.iter().enumerate() {
+        t = t.file(tree::bpath(n), format!("file {i}\n"));
+        let mut d = n.to_vec();
+        d.extend_from_slice(b".d/inner");
+        t = t.file(tree::bpath(&d), format!("inner {i}\n"));
+    }
+    let (src, d) = daemon_with(t);
+    let dest = TestDir::new("dest");
+    let out = sync(&d.url("pub"), dest.path(), &["-i"]);
+    out.ok();
+    for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let s = std::str::from_utf8(bytes).unwrap_or_else(|e| panic!("{what} is not UTF-8 ({e}): raw name bytes\n{}", out.show()));
+        assert!(!s.chars().any(|c| c.is_control() && c != '\n'), "raw control character in {what}:\n{}", out.show());
+    }
+    let itemized = out.stdout().lines().filter(|l| l.starts_with(">f")).count();
+    assert_eq!(itemized, 2 * names.len(), "one itemized line per file, no name split by a newline:\n{}", out.show());
+    assert!(out.stdout().contains("esc\\#033[2Jclear"), "{}", out.show());
+    let (a, b) = (snapshot(src.path()), snapshot(dest.path()));
+    let strip = |m: &std::collections::BTreeMap<Vec<u8>, Snap>| -> Vec<(Vec<u8>, char, Vec<u8>)> {
+        m.iter().map(|(k, v)| (k.clone(), v.kind, v.data.clone())).collect()
+    };
+    assert_eq!(strip(&a), strip(&b), "names or contents differ");
+    assert!(b.contains_key(&b"caf\xc3\xa9"[..]) && b.contains_key(&b"cafe\xcc\x81"[..]), "NFC/NFD pair folded");
+    oracle::assert_clean(&d.url("pub"), dest.path());
+    let before = snapshot(dest.path());
+    sync(&d.url("pub"), dest.path(), &["-i"]).ok();
+    assert_unchanged(&before, dest.path(), "rerun");
+}
