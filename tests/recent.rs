@@ -712,3 +712,84 @@ fn long_catch_up_does_not_starve_fresh_uploads() {
     assert!(fresh < sent.len() - 50, "the fresh upload (#{fresh} of {}) waited for the backlog", sent.len());
     oracle::assert_clean(&s.d.url("pub"), &s.dest);
 }
+
+/// Snapshot of every path under `root` with its content (files) or target (links).
+fn tree_state(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let data = if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            vec![]
+        } else if m.file_type().is_symlink() {
+            std::os::unix::ffi::OsStrExt::as_bytes(std::fs::read_link(&p).unwrap().as_os_str()).to_vec()
+        } else {
+            std::fs::read(&p).unwrap()
+        };
+        out.push((p.strip_prefix(root).unwrap().to_path_buf(), data));
+    }
+    out.sort();
+    out
+}
+
+/// H36 (safety plan §4.3), the path part: a hostile upstream's principal
+/// RECENT file names `../…`, absolute, NUL-carrying and `.` paths, and a
+/// `RECENT.recent` pointing out of the tree. Each time `watch --once`
+/// fails with a clear error naming the bad path, and neither DEST nor
+/// anything next to it changes (no partial apply of the good events that
+/// came with the bad one); an honest upstream afterwards converges.
+#[test]
+fn h36_hostile_recent_paths_refused_before_any_change() {
+    let mut s = setup(300, 36);
+    let outside = s.dest.parent().unwrap().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim"), b"victim\n").unwrap();
+    let principal = s.src.join("RECENT-1h.json");
+    // A good event (a real new file) with each bad one, newest first.
+    s.prod.write_file("authors/id/H/HO/HOSTILE/good.tar.gz", b"good");
+    s.prod.publish();
+    let with_good = std::fs::read(&principal).unwrap();
+    let good_state = tree_state(s.src.path());
+    let doc: serde_json::Value = serde_json::from_slice(&with_good).unwrap();
+    let epoch = doc["recent"][0]["epoch"].as_str().unwrap().to_string();
+    let bump = format!("{}9", epoch); // a later epoch (more decimals)
+    for bad in ["../outside/victim", "/etc/passwd", "a/../../outside/victim", "a\u{0}b", ".", ""] {
+        let mut d = doc.clone();
+        let ev = serde_json::json!({"epoch": bump, "path": bad, "type": "new"});
+        d["recent"].as_array_mut().unwrap().insert(0, ev);
+        std::fs::write(&principal, serde_json::to_vec(&d).unwrap()).unwrap();
+        let before = (tree_state(&s.dest), tree_state(&outside));
+        let out = watch_cmd(&s.d, &s.dest, &["--once", "--json"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: want exit 2 (protocol data):\n{err}");
+        assert!(err.contains("unsafe path"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(err.contains("RECENT-1h.json"), "error does not name the file: {err}");
+        assert!((tree_state(&s.dest), tree_state(&outside)) == before, "{bad:?}: DEST or outside changed:\n{err}");
+        eprintln!("{bad:?}: exit {:?}: {}", out.status.code(), err.lines().last().unwrap_or(""));
+    }
+    // RECENT.recent pointing out of the tree.
+    std::fs::write(&principal, &with_good).unwrap();
+    let rr = s.src.join("RECENT.recent");
+    let target = std::fs::read_link(&rr).ok();
+    std::fs::remove_file(&rr).unwrap();
+    std::os::unix::fs::symlink("../../etc/passwd", &rr).unwrap();
+    let before = tree_state(&s.dest);
+    let out = watch_cmd(&s.d, &s.dest, &["--once", "--json"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(tree_state(&outside), vec![(PathBuf::new(), vec![]), (PathBuf::from("victim"), b"victim\n".to_vec())]);
+    assert!(!out.status.success(), "RECENT.recent out of the tree accepted:\n{err}");
+    assert!(tree_state(&s.dest) == before, "failed run changed DEST:\n{err}");
+    eprintln!("RECENT.recent -> ../../etc/passwd: exit {:?}: {}", out.status.code(), err.lines().last().unwrap_or(""));
+    // Honest again: converges.
+    std::fs::remove_file(&rr).unwrap();
+    std::os::unix::fs::symlink(target.unwrap_or_else(|| PathBuf::from("RECENT-1h.json")), &rr).unwrap();
+    assert!(tree_state(s.src.path()) == good_state);
+    watch_once(&s.d, &s.dest, &[]);
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+    assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"victim\n");
+}
