@@ -991,3 +991,44 @@ fn f18_concurrent_run_refuses_on_the_destination_lock() {
     assert!(!String::from_utf8_lossy(&o.stderr).contains("locked"), "{}", show(&o));
     oracle::assert_clean(&d.url("m"), &t.join("dest"));
 }
+
+/// F7 (safety plan §4.4), slowloris: the upstream trickles (a burst every
+/// few seconds, so the idle `timeout` of 10 s never fires) and only the
+/// job's overall deadline, `wall_timeout`, ends the run: exit 30 within
+/// seconds, no deletions, old or new content only, no temp left in DEST;
+/// the next run without the trickle converges (and does delete).
+#[test]
+fn f07_slowloris_ends_at_the_wall_timeout_without_deletions() {
+    let src = TestDir::new("f07-src");
+    tree::TreeSpec::new().random_file("big.bin", 400_000, 7).file("small", "new\n").write(src.path());
+    let d = Rsyncd::builder().module("m", src.path()).start();
+    let p = SlowProxy::start(d.port(), Duration::ZERO, Some(2_000));
+    let t = TestDir::new("f07");
+    let dest = t.join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::write(dest.join("small"), "old\n").unwrap();
+    std::fs::write(dest.join("extraneous"), "not upstream\n").unwrap();
+    let job = |url: &str| format!("state_dir = \"state\"\n[[job]]\nname = \"s\"\ndestination = \"dest\"\nupstream = \"{url}\"\ntimeout = \"10s\"\nwall_timeout = \"3s\"\n");
+    let cfg = write_cfg(t.path(), &job(&p.url("m")));
+    let t0 = Instant::now();
+    let o = rmirror(&["run", "--once", "--ignore-timers", "-c", cfg.to_str().unwrap()]);
+    let took = t0.elapsed();
+    assert_eq!(o.status.code(), Some(30), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wall-clock timeout"), "{}", show(&o));
+    assert!(took < Duration::from_secs(9), "took {took:?}: {}", show(&o));
+    assert!(p.forwarded.load(Ordering::Relaxed) > 0, "the trickle never started");
+    assert_eq!(std::fs::read(dest.join("extraneous")).unwrap(), b"not upstream\n", "deleted in a timed-out run");
+    let small = std::fs::read(dest.join("small")).unwrap();
+    assert!(small == b"old\n" || small == b"new\n", "torn: {small:?}");
+    if let Ok(b) = std::fs::read(dest.join("big.bin")) {
+        assert_eq!(b, std::fs::read(src.join("big.bin")).unwrap(), "big.bin published torn");
+    }
+    let names: Vec<_> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| ["small", "extraneous", "big.bin"].contains(&n.as_str())), "left behind in DEST: {names:?}");
+    // Without the trickle: converges, deletions included.
+    std::fs::write(&cfg, job(&d.url("m"))).unwrap();
+    let o = rmirror(&["run", "--once", "--ignore-timers", "-c", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!dest.join("extraneous").exists(), "the honest run did not delete: {}", show(&o));
+    oracle::assert_clean(&d.url("m"), &dest);
+}
