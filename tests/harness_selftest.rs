@@ -664,3 +664,92 @@ fn casefs_is_faithful_and_case_insensitive() {
     // Unmounted: the mount point is an empty directory again.
     assert!(fs::read_dir(dir.path()).unwrap().next().is_none());
 }
+
+/// The case table in tests/README.md ("Hostile, fault and load cases") is the
+/// issue-6 acceptance map: every safety-plan case H1–H38, F1–F20, L1–L11 has
+/// exactly one row, every row names at least one test function that exists
+/// (`file::name` → `fn name` in tests/file.rs or tests/file/*.rs; a bare
+/// `h01_…`-style name after it means the same file), and a row says **BUG**
+/// exactly when one of its tests is `#[ignore = "BUG…"]`.
+#[test]
+fn case_table_names_real_tests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(root.join("tests/README.md")).unwrap();
+    let start = readme.find("## Hostile, fault and load cases").expect("section missing");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map(|i| i + 3).unwrap_or(section.len())];
+    // Test sources by file stem: tests/X.rs plus tests/X/*.rs.
+    let source = |stem: &str| -> Option<String> {
+        let mut s = fs::read_to_string(root.join(format!("tests/{stem}.rs"))).ok()?;
+        if let Ok(rd) = fs::read_dir(root.join(format!("tests/{stem}"))) {
+            for e in rd.flatten() {
+                s.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        Some(s)
+    };
+    // The attribute lines right above `fn name(` (or a `name:` macro row).
+    let find = |src: &str, name: &str| -> Option<String> {
+        let lines: Vec<&str> = src.lines().collect();
+        let i = lines.iter().position(|l| {
+            let t = l.trim_start();
+            t.starts_with(&format!("fn {name}(")) || t.starts_with(&format!("{name}:"))
+        })?;
+        let mut attrs = String::new();
+        for l in lines[..i].iter().rev().take_while(|l| l.trim_start().starts_with("#[") || l.trim_start().starts_with("///")) {
+            attrs.push_str(l);
+        }
+        Some(attrs)
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    let mut problems = vec![];
+    for row in section.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| case") && !l.starts_with("|---")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let case = cells[0].trim_start_matches("| ").trim();
+        *seen.entry(case.to_string()).or_insert(0) += 1;
+        let test_cell = cells.get(1).copied().unwrap_or("");
+        let mut file: Option<String> = None;
+        let mut named = 0;
+        let mut any_bug = false;
+        for (k, tok) in test_cell.split('`').enumerate() {
+            if k % 2 == 0 {
+                continue;
+            }
+            let (stem, name) = match tok.split_once("::") {
+                Some((f, n)) if n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !f.contains(' ') => (f.to_string(), n),
+                _ => {
+                    let bare = tok.len() > 4
+                        && tok.as_bytes()[0].is_ascii_lowercase()
+                        && tok[1..3].bytes().all(|b| b.is_ascii_digit())
+                        && tok.as_bytes()[3] == b'_';
+                    match (&file, bare) {
+                        (Some(f), true) => (f.clone(), tok),
+                        _ => continue,
+                    }
+                }
+            };
+            file = Some(stem.clone());
+            match source(&stem).as_deref().and_then(|src| find(src, name)) {
+                Some(attrs) => {
+                    named += 1;
+                    any_bug |= attrs.contains("#[ignore = \"BUG");
+                }
+                None => problems.push(format!("{case}: `{stem}::{name}` does not exist")),
+            }
+        }
+        if named == 0 {
+            problems.push(format!("{case}: names no test"));
+        }
+        if any_bug != row.contains("BUG") {
+            problems.push(format!("{case}: row says BUG = {}, its tests' BUG ignores = {any_bug}", row.contains("BUG")));
+        }
+    }
+    let want: Vec<String> = (1..=38).map(|i| format!("H{i}")).chain((1..=20).map(|i| format!("F{i}"))).chain((1..=11).map(|i| format!("L{i}"))).collect();
+    for c in &want {
+        match seen.get(c) {
+            Some(1) => {}
+            n => problems.push(format!("{c}: {} rows", n.copied().unwrap_or(0))),
+        }
+    }
+    assert!(problems.is_empty(), "tests/README.md case table:\n{}", problems.join("\n"));
+}
