@@ -680,7 +680,10 @@ fn long_catch_up_does_not_starve_fresh_uploads() {
     }
     s.prod.publish();
     let before = s.d.transfer_log().len();
-    let mut child = watch_cmd(&s.d, &s.dest, &["--interval", "1", "--max-files", "5", "--budget", "1", "-q"])
+    // One file per session keeps the backlog (600 sessions, several seconds)
+    // well beyond the 1 s budget; with 5 per session the whole backlog now
+    // fits inside one budget window and there is nothing to starve.
+    let mut child = watch_cmd(&s.d, &s.dest, &["--interval", "1", "--max-files", "1", "--budget", "1", "-q"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
