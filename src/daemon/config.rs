@@ -269,16 +269,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = rest[..unit_len].trim();
         rest = &rest[unit_len..];
+        let too_long = || format!("duration {s:?} is too long");
+        let secs = |per: u64| n.checked_mul(per).map(Duration::from_secs).ok_or_else(too_long);
         let d = match unit {
             "ms" => Duration::from_millis(n),
             "s" | "sec" | "secs" => Duration::from_secs(n),
-            "m" | "min" | "mins" => Duration::from_secs(n * 60),
-            "h" | "hour" | "hours" => Duration::from_secs(n * 3600),
-            "d" | "day" | "days" => Duration::from_secs(n * 86400),
-            "w" => Duration::from_secs(n * 7 * 86400),
+            "m" | "min" | "mins" => secs(60)?,
+            "h" | "hour" | "hours" => secs(3600)?,
+            "d" | "day" | "days" => secs(86400)?,
+            "w" => secs(7 * 86400)?,
             _ => return Err(format!("bad unit {unit:?} in duration {s:?} (use ms, s, m, h, d, w)")),
         };
-        total += d;
+        total = total.checked_add(d).ok_or_else(too_long)?;
     }
     Ok(total)
 }
@@ -819,6 +821,11 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("h").is_err());
+        // found by the toml_config fuzz target: a unit multiplier or the sum
+        // overflowing was a panic, not an error
+        assert!(parse_duration("18446744073709551615w").unwrap_err().contains("too long"));
+        assert!(parse_duration("300000000000000d").unwrap_err().contains("too long"));
+        assert!(parse_duration("18446744073709551615s1s").unwrap_err().contains("too long"));
     }
 
     #[test]
