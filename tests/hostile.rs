@@ -695,14 +695,27 @@ fn h21_literal_bomb_streams_then_times_out() {
     converge(&sb, &[]);
 }
 
+/// One compressed-data token (`0x40 | len >> 8`, then the low byte of the
+/// length) carrying `bytes`, as the zstd and zlib senders frame them.
+fn send_compressed(c: &mut evil::Conn, bytes: &[u8]) {
+    c.data([0x40 | (bytes.len() >> 8) as u8, bytes.len() as u8]);
+    c.data(bytes);
+}
+
+/// Token bytes naming a block past the end: a relative index of 63, and
+/// TOKEN_LONG with INT32_MIN.
+fn bad_token_indices() -> [Vec<u8>; 2] {
+    let mut long = vec![0x20u8];
+    long.extend_from_slice(&i32::MIN.to_le_bytes());
+    [vec![0xBFu8], long]
+}
+
 #[test]
 fn h22_zstd_invalid_data() {
     // Invalid compressed data.
     let (r, sb, _s) = transfer_case_ext(Cfg::new(32), &["--compress-choice=zstd"], |c, req| {
         c.echo(req.ndx, req.iflags, req.head);
-        let junk = tree::random_bytes(1000, 5);
-        c.data([0x40 | (junk.len() >> 8) as u8, junk.len() as u8]);
-        c.data(&junk);
+        send_compressed(c, &tree::random_bytes(1000, 5));
         c.data([0u8]);
         c.file_sum(&new_f());
         Reply::Handled
@@ -714,7 +727,7 @@ fn h22_zstd_invalid_data() {
 #[test]
 fn h22_zstd_bad_token_index() {
     // Relative token index pointing past the end; TOKEN_LONG with INT32_MIN.
-    for raw in [vec![0xBFu8], { let mut v = vec![0x20u8]; v.extend_from_slice(&i32::MIN.to_le_bytes()); v }] {
+    for raw in bad_token_indices() {
         let (r, _sb, _s) = transfer_case_ext(Cfg::new(32), &["--compress-choice=zstd"], move |c, req| {
             c.echo(req.ndx, req.iflags, req.head);
             c.data(&raw);
@@ -737,8 +750,7 @@ fn h22_zstd_bomb_memory_bounded() {
             comp.extend(c.zstd_compress(&zeros));
         }
         for ch in comp.chunks(16383) {
-            c.data([0x40 | (ch.len() >> 8) as u8, ch.len() as u8]);
-            c.data(ch);
+            send_compressed(c, ch);
         }
         c.data([0u8]);
         c.file_sum(b"wrong");
@@ -792,8 +804,7 @@ fn h22_zlib_invalid_data() {
             c.echo(req.ndx, req.iflags, req.head);
             let mut junk = vec![0x07u8]; // BFINAL=1, BTYPE=11 (reserved)
             junk.extend(tree::random_bytes(999, 5));
-            c.data([0x40 | (junk.len() >> 8) as u8, junk.len() as u8]);
-            c.data(&junk);
+            send_compressed(c, &junk);
             c.data([0u8]);
             c.file_sum(&new_f());
             Reply::Handled
@@ -807,7 +818,7 @@ fn h22_zlib_invalid_data() {
 fn h22_zlib_bad_token_index() {
     // Relative token index past the end; TOKEN_LONG with INT32_MIN.
     for (proto, how) in ZLIB_MODES {
-        for raw in [vec![0xBFu8], { let mut v = vec![0x20u8]; v.extend_from_slice(&i32::MIN.to_le_bytes()); v }] {
+        for raw in bad_token_indices() {
             let (r, _sb, _s) = zlib_case(proto, how, move |c, req| {
                 c.echo(req.ndx, req.iflags, req.head);
                 c.data(&raw);
@@ -839,8 +850,7 @@ fn h22_zlib_bomb_memory_bounded() {
             }
             comp.truncate(comp.len() - 4);
             for ch in comp.chunks(16383) {
-                c.data([0x40 | (ch.len() >> 8) as u8, ch.len() as u8]);
-                c.data(ch);
+                send_compressed(c, ch);
                 if c.flush().is_err() {
                     return Reply::Stop;
                 }

@@ -44,6 +44,7 @@ pub mod rsyncd;
 pub mod recent_producer;
 pub mod tree;
 
+#[allow(unused_imports)] // not every test binary uses both
 pub use rsyncd::{Module, Rsyncd};
 
 use std::ffi::OsStr;
