@@ -282,13 +282,17 @@ fn ten_jobs_five_daemons_never_more_than_max_parallel() {
     let daemons: Vec<Rsyncd> = (0..5)
         .map(|k| Rsyncd::builder().module(&format!("m{}", 2 * k), srcs[2 * k].path()).module(&format!("m{}", 2 * k + 1), srcs[2 * k + 1].path()).start())
         .collect();
+    // Each daemon behind a 4 MB/s link, so a job's session (~0.7 MB) lasts
+    // ~0.2 s: long enough for the sampler to see sessions overlap. On bare
+    // loopback a session now ends in a few ms and no overlap is observable.
+    let proxies: Vec<SlowProxy> = daemons.iter().map(|d| SlowProxy::start(d.port(), Duration::ZERO, Some(4_000_000))).collect();
     let t = TestDir::new("jobs10");
     let mut cfg = String::from("max_parallel = 3\nstate_dir = \"state\"\n");
     for i in 0..10 {
-        let d = &daemons[i / 2];
+        let p = &proxies[i / 2];
         cfg.push_str(&format!(
             "\n[[job]]\nname = \"j{i}\"\ndestination = \"dest/j{i}\"\nupstream = \"{}\"\ninterval = \"1h\"\nmin_wait_ok = \"10m\"\n",
-            d.url(&format!("m{i}"))
+            p.url(&format!("m{i}"))
         ));
     }
     let cfg = write_cfg(t.path(), &cfg);
