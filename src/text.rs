@@ -70,6 +70,36 @@ pub fn escape_html(s: &str) -> String {
     o
 }
 
+/// A number with `,` between groups of three digits, as rsync prints sizes
+/// and counts (`1,234,567`).
+pub fn group_digits(n: impl std::fmt::Display) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A byte count in binary units with one decimal (`12.3 MiB`), or `N B`.
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
 /// calendar (Howard Hinnant's civil_from_days), without a time-zone database.
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -87,6 +117,18 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn number_formats() {
+        use super::{group_digits, human_bytes};
+        assert_eq!(group_digits(0u64), "0");
+        assert_eq!(group_digits(999u64), "999");
+        assert_eq!(group_digits(1_234_567u64), "1,234,567");
+        assert_eq!(group_digits(1_000i64), "1,000");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 40), "5.0 TiB");
+    }
+
     #[test]
     fn civil_dates() {
         use super::civil_from_days;

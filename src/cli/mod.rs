@@ -535,10 +535,10 @@ impl Monitor for Printer {
             say!(
                 "{}\n{:>15} 100% {:>10.2}MB/s  (xfr#{}, total {})",
                 crate::text::escape_name(name),
-                group_digits(bytes as i64),
+                crate::text::group_digits(bytes),
                 g.1 as f64 / secs / 1e6,
                 g.0,
-                group_digits(g.1 as i64)
+                crate::text::group_digits(g.1)
             )
         });
     }
@@ -617,19 +617,7 @@ pub fn list_line(e: &crate::proto::flist::FileEntry) -> String {
         name.push_str(" -> ");
         name.push_str(&crate::text::escape_name(t));
     }
-    format!("{mode} {:>14} {date} {time} {name}", group_digits(e.size))
-}
-
-fn group_digits(n: i64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    format!("{mode} {:>14} {date} {time} {name}", crate::text::group_digits(e.size))
 }
 
 fn mode_string(m: u32) -> String {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::engine::monitor::{Item, Monitor, Progress};
+use crate::text::group_digits;
 use crate::engine::SyncReport;
 
 /// The rate behind the ETA is measured over this many recent seconds.
@@ -220,33 +221,21 @@ impl Monitor for Bar {
     }
 }
 
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// rsync's `--stats` block and closing two lines, from a finished transfer.
 pub fn stats_text(r: &SyncReport, elapsed: Duration) -> String {
     let total_size = r.total_size.max(0) as u64;
     let transferred = r.literal_bytes + r.matched_bytes;
     let mut s = String::new();
     s.push('\n');
-    s.push_str(&format!("Number of files: {}\n", group(r.files_in_list)));
-    s.push_str(&format!("Number of regular files transferred: {}\n", group(r.files_transferred)));
-    s.push_str(&format!("Number of deleted files: {}\n", group(r.deleted)));
-    s.push_str(&format!("Total file size: {} bytes\n", group(total_size)));
-    s.push_str(&format!("Total transferred file size: {} bytes\n", group(transferred)));
-    s.push_str(&format!("Literal data: {} bytes\n", group(r.literal_bytes)));
-    s.push_str(&format!("Matched data: {} bytes\n", group(r.matched_bytes)));
-    s.push_str(&format!("Total bytes sent: {}\n", group(r.bytes_written)));
-    s.push_str(&format!("Total bytes received: {}\n", group(r.bytes_read)));
+    s.push_str(&format!("Number of files: {}\n", group_digits(r.files_in_list)));
+    s.push_str(&format!("Number of regular files transferred: {}\n", group_digits(r.files_transferred)));
+    s.push_str(&format!("Number of deleted files: {}\n", group_digits(r.deleted)));
+    s.push_str(&format!("Total file size: {} bytes\n", group_digits(total_size)));
+    s.push_str(&format!("Total transferred file size: {} bytes\n", group_digits(transferred)));
+    s.push_str(&format!("Literal data: {} bytes\n", group_digits(r.literal_bytes)));
+    s.push_str(&format!("Matched data: {} bytes\n", group_digits(r.matched_bytes)));
+    s.push_str(&format!("Total bytes sent: {}\n", group_digits(r.bytes_written)));
+    s.push_str(&format!("Total bytes received: {}\n", group_digits(r.bytes_read)));
     if let Some(st) = r.server_stats {
         s.push_str(&format!("Server reports: read {} written {} total size {}\n", st.server_read, st.server_written, st.total_size));
     }
@@ -255,15 +244,15 @@ pub fn stats_text(r: &SyncReport, elapsed: Duration) -> String {
     s.push('\n');
     s.push_str(&format!(
         "sent {} bytes  received {} bytes  {} bytes/sec\n",
-        group(r.bytes_written),
-        group(r.bytes_read),
+        group_digits(r.bytes_written),
+        group_digits(r.bytes_read),
         {
             let cents = (wire as f64 / secs * 100.0).round() as u64;
-            format!("{}.{:02}", group(cents / 100), cents % 100)
+            format!("{}.{:02}", group_digits(cents / 100), cents % 100)
         }
     ));
     let speedup = if wire == 0 { 0.0 } else { total_size as f64 / wire as f64 };
-    s.push_str(&format!("total size is {}  speedup is {:.2}\n", group(total_size), speedup));
+    s.push_str(&format!("total size is {}  speedup is {:.2}\n", group_digits(total_size), speedup));
     s
 }
 

@@ -19,21 +19,6 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
-}
-
 pub async fn cmd_status(a: &StatusArgs) -> Result<ExitCode, CliError> {
     let cfg = match &a.config {
         Some(p) => Some(config::load(p).map_err(|errs| CliError {
@@ -74,7 +59,7 @@ pub async fn cmd_status(a: &StatusArgs) -> Result<ExitCode, CliError> {
             t(s.last_start),
             t(s.last_end),
             s.files.to_string(),
-            human_bytes(s.bytes),
+            crate::text::human_bytes(s.bytes),
             due,
             s.upstream.clone().unwrap_or_else(|| "-".into()),
         ]);

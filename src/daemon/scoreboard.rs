@@ -34,21 +34,6 @@ pub fn human_secs(s: f64) -> String {
     }
 }
 
-fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
-}
-
 /// The page for `rows` (job name, status) with the lag and alarms from `metrics`, at `now`.
 pub fn render(title: &str, rows: &[(String, JobStatus)], metrics: &BTreeMap<String, JobMetrics>, now: f64) -> String {
     let mut h = String::new();
@@ -110,7 +95,7 @@ pub fn render(title: &str, rows: &[(String, JobStatus)], metrics: &BTreeMap<Stri
             succ = ago(s.last_success),
             last = ago(s.last_end),
             files = s.files,
-            bytes = human_bytes(s.bytes),
+            bytes = crate::text::human_bytes(s.bytes),
             up = escape(s.upstream.as_deref().unwrap_or("—")),
         );
         if !s.message.is_empty() {
