@@ -100,6 +100,41 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// An epoch second broken down in UTC (no time-zone database needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: i64,
+    pub minute: i64,
+    pub second: i64,
+    /// Days since the epoch, for the weekday (1970-01-01 was a Thursday).
+    pub days: i64,
+}
+
+impl Utc {
+    pub fn at(t: i64) -> Utc {
+        let days = t.div_euclid(86_400);
+        let s = t.rem_euclid(86_400);
+        let (year, month, day) = civil_from_days(days);
+        Utc { year, month, day, hour: s / 3600, minute: s % 3600 / 60, second: s % 60, days }
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS` (no zone suffix).
+    pub fn iso(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+
+    /// 0 = Sunday … 6 = Saturday.
+    pub fn weekday(&self) -> usize {
+        (self.days + 4).rem_euclid(7) as usize
+    }
+}
+
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
 /// calendar (Howard Hinnant's civil_from_days), without a time-zone database.
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -117,6 +152,16 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn utc_breakdown() {
+        let u = super::Utc::at(1_456_652_429); // Sun Feb 28 09:40:29 UTC 2016
+        assert_eq!((u.year, u.month, u.day, u.hour, u.minute, u.second), (2016, 2, 28, 9, 40, 29));
+        assert_eq!(u.weekday(), 0);
+        assert_eq!(u.iso(), "2016-02-28T09:40:29");
+        assert_eq!(super::Utc::at(-1).iso(), "1969-12-31T23:59:59");
+        assert_eq!(super::Utc::at(0).weekday(), 4);
+    }
+
     #[test]
     fn number_formats() {
         use super::{group_digits, human_bytes};

@@ -275,10 +275,7 @@ fn level_name(l: &Level) -> &'static str {
 }
 
 fn iso(now: std::time::Duration, millis: bool) -> String {
-    let secs = now.as_secs() as i64;
-    let (y, m, d) = crate::text::civil_from_days(secs.div_euclid(86_400));
-    let r = secs.rem_euclid(86_400);
-    let mut s = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", r / 3600, r % 3600 / 60, r % 60);
+    let mut s = crate::text::Utc::at(now.as_secs() as i64).iso();
     if millis {
         let _ = write!(s, ".{:03}", now.subsec_millis());
     }

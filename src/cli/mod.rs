@@ -641,10 +641,8 @@ fn mode_string(m: u32) -> String {
 
 /// Local-time-free rendering (UTC) of an epoch as `YYYY/MM/DD` and `HH:MM:SS`.
 fn ymd_hms(t: i64) -> (String, String) {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    let (y, m, d) = crate::text::civil_from_days(days);
-    (format!("{y:04}/{m:02}/{d:02}"), format!("{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60))
+    let u = crate::text::Utc::at(t);
+    (format!("{:04}/{:02}/{:02}", u.year, u.month, u.day), format!("{:02}:{:02}:{:02}", u.hour, u.minute, u.second))
 }
 
 impl XferArgs {

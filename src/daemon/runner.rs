@@ -50,15 +50,8 @@ pub fn now_f() -> f64 {
 }
 
 fn stamp(t: f64) -> String {
-    let secs = t as i64;
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!("{}Z", crate::text::Utc::at(t as i64).iso())
 }
-
-/// Days since the epoch → (year, month, day).
-pub use crate::text::civil_from_days;
 
 /// UTC time for tables and logs.
 pub fn fmt_time(t: f64) -> String {

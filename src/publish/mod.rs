@@ -282,45 +282,43 @@ fn secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /// `date -u` in the POSIX locale: `Sun Feb 28 09:40:29 UTC 2016`.
 pub fn date_u(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let s = t.rem_euclid(86_400);
-    let (y, m, d) = crate::text::civil_from_days(days);
+    let u = crate::text::Utc::at(t);
     format!(
-        "{} {} {:>2} {:02}:{:02}:{:02} UTC {y}",
-        DAYS[days.rem_euclid(7) as usize],
-        MONTHS[(m - 1) as usize],
-        d,
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
+        "{} {} {:>2} {:02}:{:02}:{:02} UTC {}",
+        DAYS[u.weekday()],
+        MONTHS[(u.month - 1) as usize],
+        u.day,
+        u.hour,
+        u.minute,
+        u.second,
+        u.year
     )
 }
 
 /// RFC 822 / `date -u -R`: `Sun, 28 Feb 2016 09:40:29 +0000`.
 pub fn rfc822(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let s = t.rem_euclid(86_400);
-    let (y, m, d) = crate::text::civil_from_days(days);
+    let u = crate::text::Utc::at(t);
     format!(
-        "{}, {:02} {} {y} {:02}:{:02}:{:02} +0000",
-        DAYS[days.rem_euclid(7) as usize],
-        d,
-        MONTHS[(m - 1) as usize],
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
+        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[u.weekday()],
+        u.day,
+        MONTHS[(u.month - 1) as usize],
+        u.year,
+        u.hour,
+        u.minute,
+        u.second
     )
 }
 
 /// The next `YYYYMMDDNN` serial after `prev` for a run ending at `t`.
 pub fn next_serial(prev: Option<&str>, t: i64) -> String {
-    let (y, m, d) = crate::text::civil_from_days(t.div_euclid(86_400));
-    let today = format!("{y:04}{m:02}{d:02}");
+    let u = crate::text::Utc::at(t);
+    let today = format!("{:04}{:02}{:02}", u.year, u.month, u.day);
     match prev.and_then(|p| p.trim().parse::<u64>().ok()) {
         Some(p) if p.to_string().starts_with(&today) => (p + 1).to_string(),
         Some(p) if p >= format!("{today}01").parse::<u64>().unwrap_or(0) => (p + 1).to_string(),
