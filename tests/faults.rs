@@ -197,22 +197,37 @@ fn f05_connect_refused() {
 
 #[test]
 fn f07_slowloris_trickle() {
-    // One byte per 400 ms after the greeting: the run must end by itself
-    // (--timeout only measures silence, so a deadline would be needed to stop earlier).
+    // One byte per 400 ms after the greeting, for as long as the proxy holds
+    // (20 s): --timeout only measures silence and never fires. The overall
+    // deadline (rsync's --stop-after; here its hidden seconds form) ends it:
+    // exit 30 naming the deadline, nothing deleted, no temps, old-or-new
+    // content; a rerun without the trickle converges and deletes.
     let (v1, v2) = two_versions(200_000);
-    let (sb, _old) = seeded(v1.path());
+    let (mut sb, _old) = seeded(v1.path());
+    // A file the server no longer has: --delete must not remove it in a stopped run.
+    std::fs::write(sb.dest.join("gone.txt"), b"not upstream any more\n").unwrap();
+    sb.rebase();
     let d = daemon(v2.path());
     let p = FaultProxy::start(d.port(), Faults::down(Dir::default().trickle(5000, Duration::from_millis(400))).only_conn(0).hold_max(Duration::from_secs(20)));
-    let child = evil::spawn_rmirror(&["sync".to_string(), "--timeout=2".into(), "--delete".into(), p.url("m"), sb.dest.display().to_string()]);
-    let r = child.wait(Duration::from_secs(8));
-    // Killed by our guard or exited: either way nothing outside, no temps, no deletions of v1 data beyond old/new.
+    let args = ["sync", "--timeout=2", "--delete", "--stop-after-secs=3", &p.url("m"), sb.dest.to_str().unwrap()];
+    let r = evil::spawn_rmirror(&args).wait(Duration::from_secs(15));
+    assert!(!r.timed_out, "the deadline did not end the trickle: {}", r.stderr);
+    assert_eq!(r.code, Some(30), "want exit 30 (timeout): {}", r.stderr);
+    assert!(r.stderr.contains("overall deadline reached (--stop-after-secs=3)"), "{}", r.stderr);
+    // 3 s deadline; the stop itself is immediate (the grace is 10 s)
+    assert!(r.elapsed >= Duration::from_secs(3) && r.elapsed < Duration::from_secs(8), "took {:?}", r.elapsed);
     assert!(!r.stderr.contains("panicked"));
+    assert_eq!(std::fs::read(sb.dest.join("gone.txt")).unwrap(), b"not upstream any more\n", "deleted in a stopped run");
+    evil::assert_no_temps(&sb.dest);
     sb.assert_outside_unchanged();
     let mut ok = contents(v1.path());
     merge(&mut ok, contents(v2.path()));
+    ok.insert(PathBuf::from("gone.txt"), vec![b"not upstream any more\n".to_vec()]);
     evil::assert_old_or_new(&sb.dest, &ok);
+    // the same deadline with --stop-after in minutes is accepted (and far away)
     drop(p);
-    converge(&d.url("m"), &d.url("m"), &sb.dest, &["--delete"]);
+    converge(&d.url("m"), &d.url("m"), &sb.dest, &["--delete", "--stop-after=10"]);
+    assert!(!sb.dest.join("gone.txt").exists(), "the converging run did not delete");
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub mod progress;
 mod publish_args;
 mod run;
 mod status;
+mod stop_args;
 
 mod watch;
 
@@ -93,6 +94,8 @@ pub enum Cmd {
         json: bool,
         #[command(flatten)]
         publish: publish_args::PublishArgs,
+        #[command(flatten)]
+        stop: stop_args::StopArgs,
     },
     /// Show what a sync would change, one itemized line per path; exit 0 if identical, 1 if not.
     #[command(disable_help_flag = true, after_help = "Example:\n  rmirror compare --json rsync://localhost/pub/ /srv/mirror/pub/\n\n--help-all lists every option.")]
@@ -387,13 +390,16 @@ async fn shutdown_signal(hup_stops: bool) -> &'static str {
 async fn run(cli: Cli, sub: Option<ArgMatches>) -> Result<ExitCode, CliError> {
     match cli.cmd {
         Cmd::Ls { url, conn } => cmd_ls(&url, &conn).await,
-        Cmd::Sync { src, dest, conn, xfer, json, publish, .. } => {
+        Cmd::Sync { src, dest, conn, xfer, json, publish, stop, .. } => {
             let m = sub.ok_or_else(|| CliError::syntax("internal: no sub-matches"))?;
-            cmd_sync(&src, dest, &conn, &xfer, &m, if json { Mode::SyncJson } else { Mode::Sync }, Some(&publish)).await
+            // --stop-after counts from the start of the command.
+            let deadline = stop.deadline()?;
+            let mode = if json { Mode::SyncJson } else { Mode::Sync };
+            cmd_sync(&src, dest, &conn, &xfer, &m, mode, Some(&publish), deadline).await
         }
         Cmd::Compare { src, dest, conn, xfer, json, .. } => {
             let m = sub.ok_or_else(|| CliError::syntax("internal: no sub-matches"))?;
-            cmd_sync(&src, dest, &conn, &xfer, &m, if json { Mode::CompareJson } else { Mode::Compare }, None).await
+            cmd_sync(&src, dest, &conn, &xfer, &m, if json { Mode::CompareJson } else { Mode::Compare }, None, None).await
         }
         Cmd::Watch { src, dest, conn, watch } => watch::cmd_watch(&src, dest, &conn, &watch).await,
         Cmd::Run(a) => run::cmd_run(&a).await,
@@ -727,6 +733,7 @@ async fn cmd_sync(
     m: &ArgMatches,
     mode: Mode,
     publish: Option<&publish_args::PublishArgs>,
+    deadline: Option<crate::engine::deadline::Deadline>,
 ) -> Result<ExitCode, CliError> {
     let spec = parse_source(src)?;
     // --write-trace/--write-recent: only for a real sync; their files stay out of the transfer
@@ -829,7 +836,12 @@ async fn cmd_sync(
     }
     let started = std::time::Instant::now();
     let started_at = std::time::SystemTime::now();
-    let rep = crate::engine::pull::pull(&ps, mon).await;
+    // The overall deadline stops the transfer cleanly (exit 30, no deletions).
+    let rep = crate::engine::deadline::within(deadline, crate::engine::pull::pull(&ps, mon))
+        .await
+        .unwrap_or_else(|crate::engine::deadline::Expired(d)| {
+            Err(crate::engine::SyncError::Local { msg: d.message(), code: ExitCode::Timeout })
+        });
     let publish_err = match (&publish, &recorder) {
         (Some(cfg), Some(r)) => publish_args::after_sync(&dest, cfg, r, src, started_at, &rep),
         _ => None,

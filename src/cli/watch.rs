@@ -59,6 +59,9 @@ pub struct WatchArgs {
     pub metrics: Option<String>,
     #[command(flatten)]
     pub publish: super::publish_args::PublishArgs,
+    /// `--stop-after MINS`: a deadline for each pass (exit 30 with --once).
+    #[command(flatten)]
+    pub stop: super::stop_args::StopArgs,
 }
 
 /// `6h`, `1d`, `1W`, `90` (seconds), `90s`.
@@ -299,6 +302,12 @@ pub(super) async fn cmd_watch(src: &str, dest: PathBuf, conn: &ConnArgs, w: &Wat
     cfg.max_files_per_pull = w.max_files.max(1);
     cfg.pass_budget = Some(Duration::from_secs(w.budget.max(1)));
     cfg.checksum = w.checksum;
+    if w.stop.stop_at.is_some() {
+        return Err(CliError::syntax(
+            "--stop-at is for `sync`; `watch` takes --stop-after MINS, a deadline for each pass",
+        ));
+    }
+    cfg.pass_deadline = w.stop.duration()?.map(|(d, what)| (d, format!("{what}, per pass")));
     if !w.tree.is_empty() {
         cfg.trees = w.tree.iter().map(|t| TreeConfig::at(t)).collect();
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::text::days_from_civil;
 use crate::engine::monitor::{Monitor, Silent};
 
 use super::strategy::fetch_file;
@@ -167,15 +168,6 @@ fn from_json(v: &serde_json::Value) -> Signal {
     Signal { timestamp: ts, master, mirrors, ..Default::default() }
 }
 
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
 
 /// Parse the dates trace files and HTTP use: RFC 2822 (`Mon, 01 Jan 2024
 /// 00:00:00 +0000`), `date -u` (`Mon Jan  1 00:00:00 UTC 2024`) and ISO 8601

@@ -422,15 +422,16 @@ pub async fn run_job(job: Arc<JobConfig>, paths: Paths, status: Arc<StatusStore>
         let recorder = (!job.publish.is_empty())
             .then(|| Arc::new(crate::publish::Recorder::new(Arc::new(JobMonitor { job: job.name.clone() }))));
         let fut = attempts(job.clone(), &paths, password, recorder.clone());
-        let (r, up) = match job.wall_timeout {
-            Some(w) => match tokio::time::timeout(w, fut).await {
-                Ok(x) => x,
-                Err(_) => (
-                    Err(JobError::local(format!("wall-clock timeout after {}s", w.as_secs()), ExitCode::Timeout)),
-                    None,
-                ),
-            },
-            None => fut.await,
+        // The overall deadline: transfers stop cleanly at it (exit 30, no
+        // deletions); anything still running shortly after is dropped.
+        let deadline = job.wall_timeout.map(|w| {
+            crate::engine::deadline::Deadline::after(w, format!("wall-clock timeout after {}s", w.as_secs()))
+        });
+        let (r, up) = match crate::engine::deadline::within(deadline, fut).await {
+            Ok(x) => x,
+            Err(crate::engine::deadline::Expired(d)) => {
+                (Err(JobError::local(d.message(), ExitCode::Timeout)), None)
+            }
         };
         if let Some(rec) = &recorder {
             let info = crate::publish::RunInfo {

@@ -8,6 +8,7 @@
 //! socket instead of growing memory.
 
 pub mod commit;
+pub mod deadline;
 pub mod dest;
 pub mod generator;
 pub mod monitor;
@@ -190,6 +191,7 @@ pub async fn run(
         res_tx,
     };
     let mut shutdown = shutdown_sender().subscribe();
+    let deadline = deadline::current();
     let mut handshake_done = false;
     let mut buf = vec![0u8; 256 * 1024];
     let mut keepalive = tokio::time::interval(Duration::from_secs(3600));
@@ -207,6 +209,12 @@ pub async fn run(
                 biased;
                 _ = shutdown.changed() => {
                     return Err(SyncError::local("stopped by a signal", ExitCode::Signal));
+                }
+                // An overall deadline (`--stop-after`, `wall_timeout`): stop like
+                // a failed run (verified files published, nothing deleted).
+                _ = deadline::reached(deadline.as_ref()) => {
+                    let msg = deadline.as_ref().map(|d| d.message()).unwrap_or_default();
+                    return Err(SyncError::local(msg, ExitCode::Timeout));
                 }
                 Some(g) = gen_rx.recv() => state.on_gen(g, &mut session)?,
                 Some(r) = res_rx.recv() => state.on_result(r, &mut session)?,

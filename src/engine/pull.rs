@@ -262,6 +262,10 @@ impl PullSpec {
 /// Run one pull to completion.
 pub async fn pull(spec: &PullSpec, mon: Arc<dyn Monitor>) -> Result<SyncReport, SyncError> {
     let (cfg, job) = spec.build()?;
+    // Past the overall deadline (a failover, a later step of a plan): don't start.
+    if let Some(d) = crate::engine::deadline::current().filter(|d| d.passed()) {
+        return Err(SyncError::Local { msg: d.message(), code: crate::exit::ExitCode::Timeout });
+    }
     let conn = if spec.source.shell {
         let argv = spec.shell_command(&cfg)?;
         tracing::debug!(?argv, "starting remote shell");

@@ -58,6 +58,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::engine::deadline::{self, Deadline};
 use crate::engine::pull::PullSpec;
 use crate::exit::ExitCode;
 use crate::recent::{Epoch, RecentError};
@@ -166,6 +167,10 @@ pub struct WatchConfig {
     pub checksum: bool,
     /// Base of the error back-off (12 s like rrr-client).
     pub error_backoff: Duration,
+    /// An overall deadline for each pass (`--stop-after`), and its name in
+    /// the error: a pass still running then stops with exit 30
+    /// ([`crate::engine::deadline`]) and the next one starts after the back-off.
+    pub pass_deadline: Option<(Duration, String)>,
 }
 
 impl WatchConfig {
@@ -187,6 +192,7 @@ impl WatchConfig {
             pass_budget: Some(Duration::from_secs(DEFAULT_PASS_BUDGET_SECS)),
             checksum: false,
             error_backoff: Duration::from_secs(12),
+            pass_deadline: None,
         }
     }
 
@@ -535,8 +541,10 @@ pub async fn watch(cfg: &WatchConfig, log: Arc<dyn WatchLogger>, mut stop: StopS
             }
             let started = Instant::now();
             let tree = &cfg.trees[i];
+            let deadline = cfg.pass_deadline.as_ref().map(|(d, what)| Deadline::after(*d, what.as_str()));
+            let pass = deadline::within(deadline, run_pass(cfg, tree, log.clone(), budget, forced[i]));
             let r = tokio::select! {
-                r = run_pass(cfg, tree, log.clone(), budget, forced[i]) => r,
+                r = pass => r.unwrap_or_else(|deadline::Expired(d)| Err(PassError::Pull { msg: d.message(), code: ExitCode::Timeout })),
                 _ = stop.stopped() => {
                     log.log(Level::Info, &tree.label(), "stopping");
                     break;
