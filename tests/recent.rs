@@ -796,3 +796,177 @@ fn h36_hostile_recent_paths_refused_before_any_change() {
     oracle::assert_clean(&s.d.url("pub"), &s.dest);
     assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"victim\n");
 }
+
+/// Every regular file under `root` with its allocated bytes (blocks × 512).
+fn allocated(root: &Path) -> Vec<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        if m.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if m.is_file() {
+            out.push((p, m.blocks() * 512));
+        }
+    }
+    out
+}
+
+/// H36, the size and depth part: a principal RECENT file of 1 GiB (sparse
+/// on the server, listed at its full size) is refused from the file list,
+/// before a byte of it is requested — the daemon never sends it, nothing
+/// of that size lands in the state dir, the client's memory stays small —
+/// and one nested 10,000 levels deep is refused by the parser's depth cap
+/// without a stack overflow. Both fail with exit 2 naming the file, DEST
+/// unchanged; the honest file afterwards converges.
+#[test]
+fn h36_huge_and_deep_recent_files_refused() {
+    let mut s = setup(200, 361);
+    s.prod.write_file("authors/id/H/HU/HUGE/after.tar.gz", b"after");
+    s.prod.publish();
+    let principal = s.src.join("RECENT-1h.json");
+    let honest = std::fs::read(&principal).unwrap();
+    let state_dir = PathBuf::from(format!("{}.rmirror", s.dest.display()));
+
+    // (a) 1 GiB, sparse: costs no disk on the server side
+    let f = std::fs::OpenOptions::new().write(true).truncate(true).open(&principal).unwrap();
+    f.set_len(1 << 30).unwrap();
+    drop(f);
+    let before = (tree_state(&s.dest), s.d.transfer_log().len());
+    let args = ["watch", "--once", "--json", &s.d.url("pub"), s.dest.to_str().unwrap()];
+    let r = support::evil::spawn_rmirror(&args).wait(Duration::from_secs(60));
+    assert_eq!(r.code, Some(2), "want exit 2 (refused protocol data): {}", r.stderr);
+    assert!(
+        r.stderr.contains("RECENT-1h.json is listed with 1073741824 bytes, more than the limit of 268435456 bytes"),
+        "error does not name the file and the cap: {}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    let sent: Vec<_> = s.d.transfer_log().into_iter().skip(before.1).filter(|t| t.op == "send").map(|t| t.name).collect();
+    assert!(!sent.iter().any(|n| n.contains("RECENT-1h.json")), "the daemon sent the 1 GiB file: {sent:?}");
+    let big: Vec<_> = allocated(&state_dir).into_iter().chain(allocated(&s.dest)).filter(|(_, b)| *b > 1 << 20).collect();
+    assert!(big.is_empty(), "something large was stored: {big:?}");
+    assert!(r.maxrss_kb < 100 * 1024, "peak RSS {} KiB", r.maxrss_kb);
+    assert!(tree_state(&s.dest) == before.0, "DEST changed after a refused RECENT file");
+    eprintln!("1 GiB RECENT file: exit 2 in {:?}, peak RSS {} KiB: {}", r.elapsed, r.maxrss_kb, r.stderr.lines().last().unwrap_or(""));
+
+    // (b) 10,000 levels of nesting, arrays and objects
+    for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+        let deep = format!("{{\"meta\":{},\"recent\":[]}}", format!("{}1{}", open.repeat(10_000), close.repeat(10_000)));
+        std::fs::write(&principal, deep).unwrap();
+        let before = tree_state(&s.dest);
+        let r = support::evil::spawn_rmirror(&args).wait(Duration::from_secs(60));
+        assert_eq!((r.code, r.signal), (Some(2), None), "{open}: want exit 2, no crash: {}", r.stderr);
+        assert!(r.stderr.contains("nesting deeper than 32") && r.stderr.contains("RECENT-1h.json"), "{open}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked") && !r.stderr.contains("overflow"), "{}", r.stderr);
+        assert!(tree_state(&s.dest) == before, "{open}: DEST changed");
+    }
+
+    // honest again: converges, the new file included
+    std::fs::write(&principal, &honest).unwrap();
+    watch_once(&s.d, &s.dest, &[]);
+    assert_eq!(std::fs::read(s.dest.join("authors/id/H/HU/HUGE/after.tar.gz")).unwrap(), b"after");
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+}
+
+/// H36, the deletion part: delete events for 90 % of the tree against
+/// `--max-delete` fail the pass with exit 25 before any change (nothing
+/// deleted, nothing fetched, the events stay pending), so does one delete
+/// event for a directory holding most of the tree; a delete event for `.`
+/// (or the empty path) is refused as an unsafe path. Without the limit the
+/// same upstream converges.
+#[test]
+fn h36_mass_delete_events_trip_max_delete() {
+    let mut s = setup(300, 362);
+    let files = some_files(s.src.path(), 10_000);
+    let n = files.len();
+    assert!(n >= 250, "{n}");
+    let victims = &files[..n * 9 / 10];
+    for f in victims {
+        s.prod.delete_file(f);
+    }
+    s.prod.write_file("authors/id/M/MA/MASS/new.tar.gz", b"new");
+    s.prod.publish();
+    let before = (tree_state(&s.dest), read_state(&s.dest));
+    let out = watch_cmd(&s.d, &s.dest, &["--once", "--json", "--max-delete", "20"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(25), "want exit 25 (--max-delete): {err}");
+    assert!(err.contains("would remove more than 20 local entries (--max-delete=20)"), "{err}");
+    assert!(tree_state(&s.dest) == before.0, "DEST changed although the deletions were refused:\n{err}");
+    assert_eq!(read_state(&s.dest), before.1, "the state moved past the refused events");
+
+    // a delete event for "." or "" is an unsafe path, whatever the limit
+    let principal = s.src.join("RECENT-1h.json");
+    let honest = std::fs::read(&principal).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&honest).unwrap();
+    let epoch = doc["recent"][0]["epoch"].as_str().unwrap().to_string();
+    for bad in [".", "", "./", "authors/.."] {
+        let mut d = doc.clone();
+        d["recent"].as_array_mut().unwrap().insert(0, serde_json::json!({"epoch": format!("{epoch}9"), "path": bad, "type": "delete"}));
+        std::fs::write(&principal, serde_json::to_vec(&d).unwrap()).unwrap();
+        let out = watch_cmd(&s.d, &s.dest, &["--once", "--json"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "delete {bad:?}: {err}");
+        assert!(err.contains("unsafe path") && err.contains("RECENT-1h.json"), "{bad:?}: {err}");
+        assert!(tree_state(&s.dest) == before.0, "delete {bad:?}: DEST changed:\n{err}");
+    }
+    std::fs::write(&principal, &honest).unwrap();
+
+    // without the limit: the deletions are applied, the tree converges
+    let doc = watch_once(&s.d, &s.dest, &[]);
+    assert!(passes(&doc)[0]["deleted"].as_u64().unwrap() >= victims.len() as u64, "{doc:#}");
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+
+    // one delete event for a directory with most of what is left
+    let authors: Vec<_> = some_files(s.src.path(), 10_000).into_iter().filter(|f| f.starts_with("authors/")).collect();
+    assert!(authors.len() > 10, "{}", authors.len());
+    s.prod.delete_dir("authors");
+    s.prod.publish();
+    let before = tree_state(&s.dest);
+    let out = watch_cmd(&s.d, &s.dest, &["--once", "--json", "--max-delete", "10"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(25), "{err}");
+    assert!(tree_state(&s.dest) == before, "DEST changed:\n{err}");
+    watch_once(&s.d, &s.dest, &[]);
+    assert!(!s.dest.join("authors").exists());
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+}
+
+/// H36, dirtymark flapping: an upstream that changes its dirtymark on every
+/// poll gets one full sync; the changes after it, within
+/// `--dirtymark-min-interval` (default 1 h), are noted and the index is
+/// followed instead (the new files still arrive). The change is not
+/// forgotten: once the interval is over (here: set to 0) a full sync runs.
+#[test]
+fn h36_dirtymark_flapping_is_rate_limited() {
+    let mut s = setup(200, 363);
+    let mut kinds = Vec::new();
+    for i in 0..5 {
+        s.prod.bump_dirtymark();
+        let p = format!("authors/id/F/FL/FLAP/Flap-{i}.tar.gz");
+        s.prod.write_file(&p, format!("flap {i}").as_bytes());
+        s.prod.publish();
+        let out = watch_cmd(&s.d, &s.dest, &["--once", "--json"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "pass {i}: {err}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let p0 = &passes(&doc)[0];
+        kinds.push((p0["kind"].as_str().unwrap().to_string(), p0["full_reason"].clone(), p0["dirtymark_deferred"].as_bool().unwrap()));
+        if i > 0 {
+            assert!(err.contains("dirtymark changed again") && err.contains("--dirtymark-min-interval"), "pass {i}: {err}");
+        }
+        assert_eq!(std::fs::read(s.dest.join(&p)).unwrap(), format!("flap {i}").as_bytes(), "pass {i} did not fetch the new file");
+    }
+    let fulls = kinds.iter().filter(|k| k.0 == "full").count();
+    assert_eq!(fulls, 1, "one full sync for five flaps: {kinds:?}");
+    assert_eq!(kinds[0], ("full".to_string(), serde_json::json!("dirtymark"), false), "{kinds:?}");
+    assert!(kinds[1..].iter().all(|k| k.0 == "incremental" && k.2), "{kinds:?}");
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+    // the deferred change is still pending: with the limit off, a full sync
+    let doc = watch_once(&s.d, &s.dest, &["--dirtymark-min-interval", "0"]);
+    assert_eq!(passes(&doc)[0]["full_reason"], "dirtymark", "{doc:#}");
+    let doc = watch_once(&s.d, &s.dest, &["--dirtymark-min-interval", "0"]);
+    assert_eq!(passes(&doc)[0]["kind"], "incremental", "{doc:#}");
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+}

@@ -603,6 +603,7 @@ async fn cmd_ls(u: &str, conn: &ConnArgs) -> Result<ExitCode, CliError> {
         late_publish: Default::default(),
         partial_dir: None,
         update_markers: Vec::new(),
+        max_file_size: None,
     });
     let rep = crate::engine::run(c, cfg, job, mon).await.map_err(|e| CliError { msg: e.to_string(), code: e.exit_code() })?;
     if let Some(list) = &rep.list {

@@ -34,6 +34,15 @@ pub struct WatchArgs {
     /// Start with a full sync.
     #[arg(long)]
     pub full: bool,
+    /// A pass whose delete events would remove more than NUM local entries
+    /// deletes nothing and fails with exit 25 (its events stay pending).
+    #[arg(long, value_name = "NUM")]
+    pub max_delete: Option<u64>,
+    /// Least time between two full syncs caused by dirtymark changes (`1h`,
+    /// `30m`, seconds; 0 = no limit): a dirtymark that flaps does not cause
+    /// a full sync on every pass. Meanwhile the index is followed.
+    #[arg(long, value_name = "INTERVAL", default_value = "1h")]
+    pub dirtymark_min_interval: String,
     /// Follow this subdirectory's own RECENT files as a separate tree
     /// (repeatable; e.g. `--tree authors --tree modules` for CPAN). Default: SRC itself.
     #[arg(long, value_name = "SUBDIR")]
@@ -298,6 +307,9 @@ pub(super) async fn cmd_watch(src: &str, dest: PathBuf, conn: &ConnArgs, w: &Wat
     cfg.full_every = w.full_every.as_deref().map(parse_duration).transpose().map_err(CliError::syntax)?;
     cfg.max_age = w.max_age.as_deref().map(parse_duration).transpose().map_err(CliError::syntax)?;
     cfg.force_full = w.full;
+    cfg.max_delete = w.max_delete;
+    cfg.dirtymark_min_interval =
+        Some(parse_duration(&w.dirtymark_min_interval).map_err(CliError::syntax)?).filter(|d| !d.is_zero());
     cfg.state_dir = w.state_dir.clone();
     cfg.max_files_per_pull = w.max_files.max(1);
     cfg.pass_budget = Some(Duration::from_secs(w.budget.max(1)));

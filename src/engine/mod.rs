@@ -74,6 +74,11 @@ pub struct SyncJob {
     /// one, the late phase (the `late_publish` paths) and deletions are held
     /// back, so the mirror never publishes index files for a half-updated tree.
     pub update_markers: Vec<Vec<u8>>,
+    /// A cap on the size of each listed regular file: a list with a larger
+    /// one fails the transfer (exit 2) before anything is requested. For
+    /// pulls of metadata the planners parse with their own size limit (the
+    /// RECENT files): a hostile server must not make them fetch 1 GiB first.
+    pub max_file_size: Option<u64>,
 }
 
 /// The outcome of a run.
@@ -686,6 +691,18 @@ fn check_names(list: &FileList, job: &SyncJob) -> Result<(), SyncError> {
                 format!("ERROR: rejecting excluded file-list name: {}", crate::text::escape_name(&e.name)),
                 ExitCode::Unsupported,
             ));
+        }
+        if let Some(cap) = job.max_file_size {
+            if generator::is_reg(e.mode) && u64::try_from(e.size).map_or(true, |s| s > cap) {
+                return Err(SyncError::local(
+                    format!(
+                        "ERROR: {} is listed with {} bytes, more than the limit of {cap} bytes for this transfer; nothing fetched",
+                        crate::text::escape_name(&e.name),
+                        e.size
+                    ),
+                    ExitCode::Protocol,
+                ));
+            }
         }
         if !job.scope.allows_name(&e.name, is_dir) {
             return Err(SyncError::local(

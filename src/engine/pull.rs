@@ -70,6 +70,9 @@ pub struct PullSpec {
     /// Top-level names (globs) that mean the upstream is mid-update; see
     /// [`SyncJob::update_markers`]. Empty: never hold back.
     pub update_markers: Vec<String>,
+    /// Refuse the whole transfer, before fetching anything, when the file
+    /// list has a regular file larger than this; see [`SyncJob::max_file_size`].
+    pub max_file_size: Option<u64>,
 }
 
 impl PullSpec {
@@ -104,6 +107,7 @@ impl PullSpec {
             late_publish: Vec::new(),
             partial_dir: None,
             update_markers: Vec::new(),
+            max_file_size: None,
             rsh: None,
             rsync_path: None,
         }
@@ -210,6 +214,7 @@ impl PullSpec {
             late_publish: LatePublish::new(&self.late_publish),
             partial_dir: self.partial_dir.clone(),
             update_markers: self.update_markers.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            max_file_size: self.max_file_size,
         };
         Ok((cfg, job))
     }

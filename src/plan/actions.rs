@@ -55,6 +55,9 @@ pub struct FullSyncPolicy {
     pub max_age: Option<Duration>,
     pub local_recent_present: bool,
     pub forced: bool,
+    /// A dirtymark change is rate-limited (the last full sync it caused was
+    /// too recent): not a reason now; the other reasons still apply.
+    pub dirtymark_held: bool,
 }
 
 /// Decide whether the state (already adjusted for `--since`) and the fresh
@@ -66,7 +69,7 @@ pub fn full_sync_reason(st: &TreeState, principal: &RecentFile, p: &FullSyncPoli
     if st.applied.is_none() {
         return Some(FullReason::NoState);
     }
-    if check_dirtymark(st.dirtymark.as_ref(), principal.meta.dirtymark.as_ref()) == DirtymarkCheck::Changed {
+    if !p.dirtymark_held && check_dirtymark(st.dirtymark.as_ref(), principal.meta.dirtymark.as_ref()) == DirtymarkCheck::Changed {
         return Some(FullReason::Dirtymark);
     }
     if !p.local_recent_present {

@@ -72,6 +72,8 @@ pub use state::{EpochRanges, TreeState};
 pub const DEFAULT_INTERVAL_SECS: u64 = 20;
 /// Default paths per `--files-from` session (rrr-client uses 20000).
 pub const DEFAULT_MAX_FILES_PER_PULL: usize = 5000;
+/// Default of [`WatchConfig::dirtymark_min_interval`]: one hour.
+pub const DEFAULT_DIRTYMARK_MIN_INTERVAL_SECS: u64 = 3600;
 /// Default time budget of one pass during a catch-up.
 pub const DEFAULT_PASS_BUDGET_SECS: u64 = 120;
 
@@ -171,6 +173,16 @@ pub struct WatchConfig {
     /// the error: a pass still running then stops with exit 30
     /// ([`crate::engine::deadline`]) and the next one starts after the back-off.
     pub pass_deadline: Option<(Duration, String)>,
+    /// Rate limit of dirtymark-driven full syncs: a dirtymark that changes
+    /// again sooner than this after the full sync the last change caused is
+    /// noted, the index followed meanwhile, and the full sync done once the
+    /// interval has passed (a server flapping its dirtymark on every poll must
+    /// not cause a full sync on every poll). `None`: no limit.
+    pub dirtymark_min_interval: Option<Duration>,
+    /// `--max-delete`: a pass whose delete events would remove more than this
+    /// many local entries deletes nothing and fails with exit 25, before any
+    /// change (its events stay pending).
+    pub max_delete: Option<u64>,
 }
 
 impl WatchConfig {
@@ -193,6 +205,8 @@ impl WatchConfig {
             checksum: false,
             error_backoff: Duration::from_secs(12),
             pass_deadline: None,
+            dirtymark_min_interval: Some(Duration::from_secs(DEFAULT_DIRTYMARK_MIN_INTERVAL_SECS)),
+            max_delete: None,
         }
     }
 
@@ -373,6 +387,9 @@ pub struct PassReport {
     pub tree: String,
     pub kind: PassKind,
     pub full_reason: Option<FullReason>,
+    /// The dirtymark changed, but the full sync it asks for waits for
+    /// [`WatchConfig::dirtymark_min_interval`]; this pass followed the index.
+    pub dirtymark_deferred: bool,
     /// Caught up (false: the time budget ended a long catch-up).
     pub complete: bool,
     /// Actions (newest event per path) still to do at the start.
@@ -405,6 +422,7 @@ impl PassReport {
             tree: tree.to_string(),
             kind: PassKind::Incremental,
             full_reason: None,
+            dirtymark_deferred: false,
             complete: false,
             events: 0,
             requested: 0,

@@ -151,6 +151,12 @@ async fn run_pull(ctx: &TreeCtx<'_>, into: &Path, what: PullWhat<'_>, checksum: 
     ctx.cfg.conn.apply(&mut spec);
     spec.checksum = checksum || ctx.cfg.checksum;
     spec.filters = Arc::new(filters);
+    // What goes into staging is RECENT files, which the parser refuses above
+    // its size limit anyway: refuse a larger one in the file list, before a
+    // hostile server can make us download (and store) it.
+    if into == ctx.staging.as_path() {
+        spec.max_file_size = Some(crate::recent::file::MAX_RECENT_BYTES as u64);
+    }
     match what {
         PullWhat::Names(n) => {
             spec.files_from = Some(n.iter().map(|s| s.as_bytes().to_vec()).collect());
@@ -158,6 +164,7 @@ async fn run_pull(ctx: &TreeCtx<'_>, into: &Path, what: PullWhat<'_>, checksum: 
         }
         PullWhat::Tree { delete } => {
             spec.delete = delete;
+            spec.max_delete = ctx.cfg.max_delete;
         }
     }
     let mon = Arc::new(PullMon { log: ctx.log.clone(), label: ctx.label.clone(), vanished: Mutex::new(vec![]), errors: Mutex::new(vec![]) });
@@ -338,6 +345,27 @@ fn publish_recent(ctx: &TreeCtx<'_>, dest: &Dest, chain_names: &[String], princi
     Ok(n)
 }
 
+/// How many local entries deleting `paths` (relative to `dest`) would remove,
+/// counting a directory with everything below it and never following a
+/// symlink; counting stops at `cap`.
+fn count_local_entries(dest: &Path, paths: &[&str], cap: u64) -> u64 {
+    let mut n = 0u64;
+    let mut stack: Vec<PathBuf> = paths.iter().map(|p| dest.join(p)).collect();
+    while let Some(p) = stack.pop() {
+        if n >= cap {
+            break;
+        }
+        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        n += 1;
+        if md.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    n
+}
+
 /// Apply deletes through no-follow operations: files and symlinks first,
 /// then directories deepest first.  Returns (removed, not found).
 fn apply_deletes(ctx: &TreeCtx<'_>, dest: &Dest, dels: &[PathEvent]) -> (u64, u64) {
@@ -504,15 +532,35 @@ pub(crate) async fn pass(ctx: &TreeCtx<'_>, budget: Option<Duration>, force_full
         st.in_progress_dirs.clear();
     }
 
-    // 3. full sync?
+    // 3. full sync?  A dirtymark that flaps is rate-limited: the full sync
+    // the last change caused was too recent, so this one waits (the recorded
+    // dirtymark stays the old one, so the change is not forgotten).
+    let dirtymark_held = crate::recent::check_dirtymark(st.dirtymark.as_ref(), principal.file.meta.dirtymark.as_ref())
+        == crate::recent::DirtymarkCheck::Changed
+        && match (ctx.cfg.dirtymark_min_interval, st.last_dirtymark_full) {
+            (Some(min), Some(last)) => now_secs().saturating_sub(last) < min.as_secs(),
+            _ => false,
+        };
     let policy = FullSyncPolicy {
         now_secs: now_secs(),
         full_every: ctx.cfg.full_every,
         max_age: ctx.cfg.max_age,
         local_recent_present: since_now || !had_state || local_recent_present(&ctx.dest, &ctx.tree.principal),
         forced: force_full,
+        dirtymark_held,
     };
     let mut reason = full_sync_reason(&st, &principal.file, &policy);
+    if dirtymark_held && reason.is_none() {
+        rep.dirtymark_deferred = true;
+        let wait = ctx.cfg.dirtymark_min_interval.map_or(0, |d| d.as_secs());
+        let since = st.last_dirtymark_full.map_or(0, |l| now_secs().saturating_sub(l));
+        ctx.log(
+            Level::Warn,
+            &format!(
+                "dirtymark changed again {since}s after the full sync the last change caused; the next one waits until {wait}s have passed (--dirtymark-min-interval), following the index meanwhile"
+            ),
+        );
+    }
 
     // 4. walk the chain as far as needed
     let mut files: Vec<Option<RecentFile>> = vec![None; chain.len()];
@@ -577,6 +625,21 @@ pub(crate) async fn pass(ctx: &TreeCtx<'_>, budget: Option<Duration>, force_full
     let todo = pending_actions(all_events, &applied, &st.done, &st.pending_deletes);
     rep.kind = PassKind::Incremental;
     rep.events = todo.len();
+    // --max-delete: count what the delete events would remove here (a
+    // directory with everything below it) before anything is changed.
+    if let Some(max) = ctx.cfg.max_delete {
+        let dels: Vec<&str> = todo.iter().filter(|a| a.kind == EventType::Delete).map(|a| a.path.as_str()).collect();
+        let n = count_local_entries(&ctx.dest, &dels, max.saturating_add(1));
+        if n > max {
+            return Err(PassError::Pull {
+                msg: format!(
+                    "{} delete event(s) in the RECENT files would remove more than {max} local entries (--max-delete={max}): nothing fetched or deleted, the events stay pending",
+                    dels.len()
+                ),
+                code: ExitCode::DelLimit,
+            });
+        }
+    }
     let max_seen = max_seen.unwrap_or_else(|| applied.clone());
     let mut rest: &[Action] = &todo;
     // deletes of every chunk of this pass, applied once the RECENT files are published
@@ -631,7 +694,9 @@ pub(crate) async fn pass(ctx: &TreeCtx<'_>, budget: Option<Duration>, force_full
                 }
             }
         }
-        st.dirtymark = principal.file.meta.dirtymark.clone();
+        if !dirtymark_held {
+            st.dirtymark = principal.file.meta.dirtymark.clone();
+        }
         st.principal_file = principal.link.clone().or(Some(principal.name.clone()));
         st.principal_max = principal.file.max_epoch().cloned();
         st.in_progress_dirs.clear();
@@ -670,6 +735,7 @@ async fn full_sync(
     t0: Instant,
 ) -> Result<PassReport, PassError> {
     ctx.log(Level::Info, &format!("full sync: {why}"));
+    let why_dirtymark = why == FullReason::Dirtymark;
     rep.kind = PassKind::Full;
     rep.full_reason = Some(why);
     // the whole chain into staging, so the published set is coherent
@@ -718,6 +784,9 @@ async fn full_sync(
     st.principal_file = principal.link.clone().or(Some(principal.name.clone()));
     st.principal_max = principal.file.max_epoch().cloned();
     st.last_full_sync = Some(now);
+    if why_dirtymark {
+        st.last_dirtymark_full = Some(now);
+    }
     st.last_caught_up = Some(now);
     save_state(ctx, &st)?;
     rep.complete = true;

@@ -97,6 +97,10 @@ pub struct TreeState {
     pub since_applied: Option<Epoch>,
     /// Unix seconds of the last completed full sync.
     pub last_full_sync: Option<u64>,
+    /// Unix seconds of the last full sync a dirtymark change caused (the
+    /// rate limit of `WatchConfig::dirtymark_min_interval`).
+    #[serde(default)]
+    pub last_dirtymark_full: Option<u64>,
     /// Unix seconds of the last pass that ended caught up.
     pub last_caught_up: Option<u64>,
     /// Directories a content pull was writing into when the state was last
