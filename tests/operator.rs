@@ -105,7 +105,7 @@ fn same_epoch(a: &serde_json::Value, b: &str) -> bool {
 
 /// The fields every `watch --json` pass line carries (docs/json.md).
 const PASS_FIELDS: &[&str] = &[
-    "type", "time", "tree", "kind", "full_reason", "complete", "events", "requested", "fetched", "deleted",
+    "type", "time", "tree", "kind", "full_reason", "dirtymark_deferred", "complete", "events", "requested", "fetched", "deleted",
     "delete_not_found", "vanished", "recent_files_fetched", "published_recent", "bytes_received",
     "upstream_newest", "applied", "lag_secs", "age_secs", "seconds",
 ];
