@@ -970,3 +970,30 @@ fn h36_dirtymark_flapping_is_rate_limited() {
     assert_eq!(passes(&doc)[0]["kind"], "incremental", "{doc:#}");
     oracle::assert_clean(&s.d.url("pub"), &s.dest);
 }
+
+/// F7 for `watch`: `--stop-after` is a deadline for each pass. An upstream
+/// that trickles a byte every 300 ms (inside `--timeout=2`) would hold a
+/// pass forever; with the deadline the pass ends with exit 30 naming it,
+/// DEST keeps a file the upstream does not have (nothing deleted), no temp
+/// is left, and the next pass against the honest daemon converges.
+#[test]
+fn f07_watch_pass_ends_at_its_deadline() {
+    use support::faultproxy::{Dir, FaultProxy, Faults};
+    let mut s = setup(200, 71);
+    s.prod.write_file("authors/id/S/SL/SLOW/Slow-1.0.tar.gz", &vec![7u8; 200_000]);
+    s.prod.publish();
+    std::fs::write(s.dest.join("extraneous.txt"), b"not upstream\n").unwrap();
+    let p = FaultProxy::start(s.d.port(), Faults::down(Dir::default().trickle(3000, Duration::from_millis(300))).hold_max(Duration::from_secs(20)));
+    let args = ["watch", "--once", "--json", "--full", "--timeout=2", "--stop-after-secs=2", &p.url("pub"), s.dest.to_str().unwrap()];
+    let r = support::evil::spawn_rmirror(&args).wait(Duration::from_secs(20));
+    assert!(!r.timed_out, "the deadline did not end the pass: {}", r.stderr);
+    assert_eq!(r.code, Some(30), "want exit 30: {}", r.stderr);
+    assert!(r.stderr.contains("overall deadline reached (--stop-after-secs=2, per pass)"), "{}", r.stderr);
+    assert!(r.elapsed < Duration::from_secs(8), "took {:?}", r.elapsed);
+    assert_eq!(std::fs::read(s.dest.join("extraneous.txt")).unwrap(), b"not upstream\n", "deleted in a stopped pass");
+    assert!(support::evil::temps_under(&s.dest).is_empty(), "temps left: {:?}", support::evil::temps_under(&s.dest));
+    drop(p);
+    watch_once(&s.d, &s.dest, &["--full"]);
+    assert!(!s.dest.join("extraneous.txt").exists());
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+}
