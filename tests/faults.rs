@@ -819,14 +819,16 @@ fn f01_cut_mid_file_partial_only_when_asked() {
 }
 
 /// F14 with a partial dir: SIGTERM/SIGINT in the middle of a big file, after
-/// a smaller one was received and verified but not yet published (rmirror
-/// publishes everything together at the end, like rsync's --delay-updates).
-/// Both go to the partial dir — the complete one and the started one — never
-/// to their final names; the rerun sends almost nothing for the complete one
-/// and only the rest of the other.
+/// a smaller one was received and verified. With `--delay-updates` the
+/// complete one is not published yet: both go to the partial dir — the
+/// complete one and the started one — never to their final names. Without
+/// it (rsync's default) the complete one already has its final name and new
+/// content, and only the started one is in the partial dir. Either way the
+/// rerun sends almost nothing for the complete one and only the rest of the
+/// other.
 #[test]
 fn f14_stop_signal_keeps_partials_never_final_names() {
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+    for (sig, delay) in [(libc::SIGTERM, true), (libc::SIGINT, true), (libc::SIGTERM, false)] {
         let v1 = TestDir::new("v1");
         let v2 = TestDir::new("v2");
         tree::TreeSpec::new().random_file("a-done.bin", 300_000, 1).random_file("z-big.bin", 8 << 20, 2).write(v1.path());
@@ -841,7 +843,11 @@ fn f14_stop_signal_keeps_partials_never_final_names() {
         let d = daemon(v2.path());
         let p = FaultProxy::start(d.port(), Faults::down(Dir::default().bandwidth(1 << 20)).only_conn(0));
         let pa = partial_arg();
-        let child = evil::spawn_rmirror(&["sync".to_string(), pa.clone(), p.url("m"), sb.dest.display().to_string()]);
+        let mut args = vec!["sync".to_string(), pa.clone(), p.url("m"), sb.dest.display().to_string()];
+        if delay {
+            args.insert(1, "--delay-updates".into());
+        }
+        let child = evil::spawn_rmirror(&args);
         // a-done.bin (300 kB) is through after ~0.3 s; z-big.bin (8 MiB at 1 MiB/s) is not.
         std::thread::sleep(Duration::from_millis(2500));
         child.signal(sig);
@@ -850,9 +856,16 @@ fn f14_stop_signal_keeps_partials_never_final_names() {
         assert_ne!(r.code, Some(0), "{}", r.show());
         evil::assert_no_temps(&sb.dest);
         let finals: BTreeMap<_, _> = contents(&sb.dest).into_iter().filter(|(p, _)| !p.starts_with(PARTIAL)).collect();
-        assert_eq!(finals, old, "final names keep the old content after a stop\n{}", r.show());
         let done = sb.dest.join(PARTIAL).join("a-done.bin");
-        assert!(same_file(&done, &v2.join("a-done.bin")), "the verified file went to the partial dir\n{}", r.show());
+        if delay {
+            assert_eq!(finals, old, "final names keep the old content after a stop\n{}", r.show());
+            assert!(same_file(&done, &v2.join("a-done.bin")), "the verified file went to the partial dir\n{}", r.show());
+        } else {
+            let mut want = old.clone();
+            want.insert(PathBuf::from("a-done.bin"), vec![std::fs::read(v2.join("a-done.bin")).unwrap()]);
+            assert_eq!(finals, want, "the verified file is published, the started one keeps its old content\n{}", r.show());
+            assert!(!done.exists(), "a published file has no partial copy\n{}", r.show());
+        }
         let big = sb.dest.join(PARTIAL).join("z-big.bin");
         assert!(is_prefix_of(&big, &v2.join("z-big.bin")), "the started file went to the partial dir\n{}", r.show());
         let kept = std::fs::metadata(&big).unwrap().len();

@@ -278,6 +278,10 @@ pub struct XferArgs {
     /// directory, e.g. .rsync-partial) and resume from it next time; never under the final name.
     #[arg(long, value_name = "DIR", hide_short_help = true)]
     pub partial_dir: Option<std::ffi::OsString>,
+    /// Put all updated files into place together at the end of the run (default: each
+    /// as soon as it is verified).
+    #[arg(long, hide_short_help = true)]
+    pub delay_updates: bool,
 }
 
 /// Errors of the command-line layer, with their exit code.
@@ -601,6 +605,7 @@ async fn cmd_ls(u: &str, conn: &ConnArgs) -> Result<ExitCode, CliError> {
         scope: crate::engine::Scope::whole_tree(),
         numeric_ids: false,
         late_publish: Default::default(),
+        delay_updates: false,
         partial_dir: None,
         update_markers: Vec::new(),
         max_file_size: None,
@@ -814,6 +819,7 @@ async fn cmd_sync(
     ps.inc_recurse = !x.no_inc_recursive;
     ps.rsync_path = x.rsync_path.clone();
     ps.files_from = files_from;
+    ps.delay_updates = x.delay_updates;
     ps.partial_dir = match &x.partial_dir {
         Some(d) => PartialDir::parse(d).map_err(CliError::syntax)?,
         None => None,

@@ -1,8 +1,9 @@
 //! How one job run moves the tree from one chosen upstream: a small trait with
 //! three strategies (`full`, `marker`, and `recent` over `crate::plan`).
 //!
-//! * `full`: one sync with delete (the engine deletes after the transfer and
-//!   renames its temps into place together, the late-publish patterns last).
+//! * `full`: one sync with delete (the engine deletes after the transfer and,
+//!   as with `--delay-updates`, renames its temps into place together, the
+//!   late-publish patterns last).
 //! * `marker` (IUS): fetch the marker into a private staging dir; equal to the
 //!   local copy → no-op; otherwise the full sync with the marker excluded, and
 //!   the staged marker renamed into place last.
@@ -154,6 +155,9 @@ pub fn base_spec(job: &JobConfig, source: RemoteSpec, dest: &Path, password: Opt
     ps.contimeout = job.contimeout;
     ps.password = password;
     ps.partial_dir = job.partial_dir.clone();
+    // A job's tree appears to readers all at once (the late paths after it):
+    // its files are renamed into place together at the end.
+    ps.delay_updates = true;
     ps
 }
 
@@ -198,6 +202,7 @@ pub async fn fetch_file(
             p.timeout = timeout;
             p.contimeout = timeout;
             p.password = password;
+            p.delay_updates = true;
             p
         }
     };

@@ -1,5 +1,9 @@
-//! Publishing a finished run: staged files and symlinks are renamed into place
-//! together at the end (rsync's `--delay-updates`), hard links are made, then
+//! Publishing a finished run. By default each file is renamed into place as
+//! soon as it is verified ([`publish_one`], called by the receiver and the
+//! generator, as rsync does without `--delay-updates`); what is still staged
+//! here — everything with `--delay-updates` (and the jobs and RECENT modes,
+//! which always delay), and the late-publish paths in any mode (plan rule M4) —
+//! is renamed into place together at the end, then hard links are made, then
 //! deletions run (rsync's `--delete-after`, skipped when the server reported an
 //! I/O error, bounded by `--max-delete`), then directory times and permissions
 //! are set deepest first. Leftover temp files from killed runs are removed.
@@ -100,6 +104,32 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
+/// Rename one finished temp `tmp` over `base` in `dir` (where `name` is its
+/// full path and `ndx` its list index): the rename is tried first, and only
+/// when a directory sits at the final name is that removed and the rename
+/// repeated, so the common case costs one `renameat`. With `--partial-dir`
+/// the file's partial copy is removed afterwards.
+pub fn publish_one(ctx: &Ctx, dir: &dest::DirHandle, base: &[u8], name: &[u8], tmp: &[u8], ndx: i32) -> std::io::Result<()> {
+    if let Err(e) = dir.rename(tmp, dir, base) {
+        // A file renamed over a directory fails with EISDIR; a symlink or
+        // device over an empty or non-empty one with EEXIST/ENOTEMPTY.
+        let dir_in_the_way = matches!(e.raw_os_error(), Some(libc::EISDIR | libc::ENOTEMPTY | libc::EEXIST))
+            && matches!(dir.stat(base), Ok(Some(m)) if m.kind == Kind::Dir);
+        if !dir_in_the_way {
+            return Err(e);
+        }
+        dir.remove_all(base)?;
+        dir.rename(tmp, dir, base)?;
+    }
+    // The partial file served its purpose (--partial-dir).
+    if let Some(p) = ctx.partial.as_ref().filter(|_| ctx.partial_seen(ndx)) {
+        if let Err(e) = p.remove(dir, base) {
+            err(ctx, name, format!("cannot remove the partial file: {e}"));
+        }
+    }
+    Ok(())
+}
+
 /// Rename staged temps into place, in list order: either the ordinary staged
 /// paths (`late_pass = false`) or only those matching `late` (`late_pass =
 /// true`), which the caller publishes after everything else.
@@ -117,22 +147,7 @@ pub fn publish_filtered(
         if is_late != late_pass {
             continue;
         }
-        let r = (|| -> std::io::Result<()> {
-            let (dir, base) = cache.parent_of(&s.name)?;
-            if let Some(m) = dir.stat(base)? {
-                if m.kind == Kind::Dir {
-                    dir.remove_all(base)?;
-                }
-            }
-            dir.rename(&s.tmp, &dir, base)?;
-            // The partial file served its purpose (--partial-dir).
-            if let Some(p) = ctx.partial.as_ref().filter(|_| ctx.partial_seen(s.ndx)) {
-                if let Err(e) = p.remove(&dir, base) {
-                    err(ctx, &s.name, format!("cannot remove the partial file: {e}"));
-                }
-            }
-            Ok(())
-        })();
+        let r = cache.parent_of(&s.name).and_then(|(dir, base)| publish_one(ctx, &dir, base, &s.name, &s.tmp, s.ndx));
         match r {
             Ok(()) => rep.published += 1,
             Err(x) => {

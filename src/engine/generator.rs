@@ -79,6 +79,10 @@ pub struct Ctx {
     /// Files that had a partial file when the generator looked (it is removed
     /// once the file is published).
     partial_seen: Mutex<HashSet<i32>>,
+    /// `--delay-updates`: stage every file until the end of the run.
+    pub delay_updates: bool,
+    /// Paths staged and renamed into place after everything else, in any mode.
+    pub late: crate::engine::commit::LatePublish,
 }
 
 impl Ctx {
@@ -111,7 +115,24 @@ impl Ctx {
             partial: None,
             partial_basis: Mutex::new(HashSet::new()),
             partial_seen: Mutex::new(HashSet::new()),
+            delay_updates: true,
+            late: Default::default(),
         }
+    }
+
+    /// How finished files reach their final names: at once (`delay = false`,
+    /// rsync's default) or all together at the end (`--delay-updates`); paths
+    /// matching `late` wait for the end either way.
+    pub fn with_publishing(mut self, delay: bool, late: crate::engine::commit::LatePublish) -> Self {
+        self.delay_updates = delay;
+        self.late = late;
+        self
+    }
+
+    /// Whether the finished temp of `name` is renamed into place as soon as it
+    /// is complete, rather than staged for the end of the run.
+    pub fn publishes_at_once(&self, name: &[u8]) -> bool {
+        !self.delay_updates && !self.opts.dry_run && (self.late.is_empty() || !self.late.matches(name))
     }
 
     /// Keep interrupted transfers in `dir` (`--partial-dir`).
@@ -233,7 +254,8 @@ pub fn hard_link_leaders(list: &FileList) -> HashMap<usize, usize> {
     out
 }
 
-/// Something staged under a temp name, to be renamed into place at commit.
+/// Something staged under a temp name, to be renamed into place at commit
+/// (`--delay-updates`, late-publish paths).
 #[derive(Debug, Clone)]
 pub struct Staged {
     /// Global index (orders publishing: parents before children).
@@ -284,6 +306,8 @@ pub enum GenOut {
 #[derive(Debug, Default)]
 pub struct GenReport {
     pub staged: Vec<Staged>,
+    /// Symlinks and devices already renamed into place.
+    pub published: u64,
     pub links: Vec<Link>,
     /// Local entries the list lacks, in directories it describes completely
     /// (candidates for --delete).
@@ -487,6 +511,21 @@ impl Generator {
 }
 
 impl Generator {
+    /// A finished symlink or device temp: renamed into place at once, or
+    /// staged for the end of the run (`--delay-updates`, late paths). A
+    /// failed rename removes the temp.
+    fn place(&mut self, ndx: i32, e: &FileEntry, dir: &dest::DirHandle, base: &[u8], tmp: Vec<u8>, rep: &mut GenReport) -> std::io::Result<()> {
+        if !self.ctx.publishes_at_once(&e.name) {
+            rep.staged.push(Staged { ndx, name: e.name.clone(), tmp });
+            return Ok(());
+        }
+        crate::engine::commit::publish_one(&self.ctx, dir, base, &e.name, &tmp, ndx).inspect_err(|_| {
+            let _ = dir.unlink(&tmp);
+        })?;
+        rep.published += 1;
+        Ok(())
+    }
+
     /// `--partial-dir`: the partial file kept for `name` (in `dir`, as `base`).
     /// A partial dir that cannot be read is treated as absent (reported once
     /// per directory): it only ever speeds a transfer up.
@@ -738,7 +777,7 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
             if ctx.opts.am_root && (ctx.opts.owner || ctx.opts.group) {
                 let _ = dir.chown(&tmp, ctx.owner_of(e), ctx.group_of(e));
             }
-            rep.staged.push(Staged { ndx, name: e.name.clone(), tmp });
+            self.place(ndx, e, &dir, base, tmp, rep)?;
         }
         return Ok(());
     }
@@ -765,7 +804,7 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
             if ctx.opts.owner || ctx.opts.group {
                 dir.chown(&tmp, ctx.owner_of(e), ctx.group_of(e))?;
             }
-            rep.staged.push(Staged { ndx, name: e.name.clone(), tmp });
+            self.place(ndx, e, &dir, base, tmp, rep)?;
         }
         return Ok(());
     }

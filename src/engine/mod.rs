@@ -67,6 +67,10 @@ pub struct SyncJob {
     pub numeric_ids: bool,
     /// Paths renamed into place only after everything else (markers, indexes).
     pub late_publish: commit::LatePublish,
+    /// `--delay-updates`: stage every file and rename them all into place
+    /// together at the end; otherwise each file takes its final name as soon
+    /// as it is verified (rsync's default), and only the late paths wait.
+    pub delay_updates: bool,
     /// `--partial-dir`: keep interrupted transfers there and resume from them.
     pub partial_dir: Option<partial::PartialDir>,
     /// Glob patterns of top-level names that say the upstream is itself being
@@ -519,7 +523,8 @@ impl Loop {
             job.numeric_ids,
             unique_nanos() & 0xFFFF,
         )
-        .with_partial(job.partial_dir.clone()));
+        .with_partial(job.partial_dir.clone())
+        .with_publishing(job.delay_updates, job.late_publish.clone()));
         // Bounded in messages; a message carries at most one literal chunk (≤ 32 KiB
         // plain, ≤ 16 KiB compressed), so this caps queued data at about 1 MiB:
         // enough to keep the disk busy while the socket is read, and small
@@ -576,7 +581,10 @@ impl Loop {
         let dry = job.local.dry_run;
         let hold_late = self.report.upstream_updating.clone();
         let (commit, gen_errors, total, recv) = tokio::task::spawn_blocking(move || {
-            let mut rep = CommitReport::default();
+            let mut rep = CommitReport {
+                published: recv.published + gen_reports.iter().map(|g| g.published).sum::<u64>(),
+                ..Default::default()
+            };
             let mut staged: Vec<_> = gen_reports.iter().flat_map(|g| g.staged.iter().cloned()).collect();
             staged.extend(recv.staged.iter().cloned());
             let links: Vec<_> = gen_reports.iter().flat_map(|g| g.links.iter().cloned()).collect();

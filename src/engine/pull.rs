@@ -64,6 +64,9 @@ pub struct PullSpec {
     /// Glob patterns of paths published after everything else (e.g. `CURRENT`,
     /// `RECENT-*`, `InRelease`, `repodata/`); see [`LatePublish`].
     pub late_publish: Vec<String>,
+    /// `--delay-updates`: rename every file into place together at the end
+    /// of the run instead of each as soon as it is verified.
+    pub delay_updates: bool,
     /// `--partial-dir`: keep the received part of an interrupted file there
     /// (never under its final name) and resume from it on the next run.
     pub partial_dir: Option<PartialDir>,
@@ -105,6 +108,7 @@ impl PullSpec {
             recursive: true,
             inc_recurse: true,
             late_publish: Vec::new(),
+            delay_updates: false,
             partial_dir: None,
             update_markers: Vec::new(),
             max_file_size: None,
@@ -212,6 +216,7 @@ impl PullSpec {
             },
             numeric_ids: self.numeric_ids,
             late_publish: LatePublish::new(&self.late_publish),
+            delay_updates: self.delay_updates,
             partial_dir: self.partial_dir.clone(),
             update_markers: self.update_markers.iter().map(|p| p.as_bytes().to_vec()).collect(),
             max_file_size: self.max_file_size,

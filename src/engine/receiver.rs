@@ -1,7 +1,8 @@
 //! The receiver: turns the sender's token stream for each requested file into a
 //! hidden temp file next to its final name, copying matched blocks from the
 //! basis, hashing everything written, and verifying the whole-file checksum
-//! (`receiver.c receive_data`). Verified files are staged for the commit step;
+//! (`receiver.c receive_data`). A verified file is renamed into place at once
+//! (or, with `--delay-updates` and for late paths, staged for the commit step);
 //! a mismatch in the first pass asks for a redo, a second one is an error.
 //!
 //! Runs on a blocking thread, fed through a bounded channel in wire order.
@@ -34,8 +35,8 @@ pub enum RecvIn {
 /// What became of one requested file (for per-list completion).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Verified and staged.
-    Staged,
+    /// Verified, and published or staged for the end of the run.
+    Done,
     /// Verification failed once: it will be requested again.
     Redo,
     /// Failed for good, or not sent by the server.
@@ -52,7 +53,10 @@ pub struct FileResult {
 /// What the receiver leaves for the commit step.
 #[derive(Debug, Default)]
 pub struct RecvReport {
+    /// Verified files waiting for the end of the run (`--delay-updates`, late paths).
     pub staged: Vec<Staged>,
+    /// Verified files already renamed into place.
+    pub published: u64,
     /// Files that failed verification twice, or could not be written.
     pub failed: Vec<i32>,
     /// Files the sender could not send.
@@ -313,7 +317,7 @@ impl Receiver {
         Ok(())
     }
 
-    /// Decide the fate of a finished file: staged, redo, or failed.
+    /// Decide the fate of a finished file: published (or staged), redo, or failed.
     fn conclude(&mut self, mut cur: Current, ok_sum: bool, flushed: Option<std::fs::File>) -> Outcome {
         let e = cur.entry.clone();
         let name = crate::text::escape_name(&e.name);
@@ -356,11 +360,25 @@ impl Receiver {
             self.rep.failed.push(cur.ndx);
             return Outcome::Failed;
         }
+        if self.ctx.publishes_at_once(&e.name) {
+            // rsync's default: the verified file takes its final name now, so
+            // nothing about it stays in memory until the end of the run.
+            drop(f);
+            let base = dest::split_parent(&e.name).1;
+            if let Err(err) = crate::engine::commit::publish_one(&self.ctx, &cur.dir, base, &e.name, &cur.tmp, cur.ndx) {
+                let _ = cur.dir.unlink(&cur.tmp);
+                self.ctx.monitor.local_error(&format!("{name}: {err}"));
+                self.rep.failed.push(cur.ndx);
+                return Outcome::Failed;
+            }
+            self.rep.published += 1;
+        } else {
+            self.rep.staged.push(Staged { ndx: cur.ndx, name: e.name.clone(), tmp: cur.tmp });
+        }
         self.rep.files += 1;
         self.rep.bytes_written += cur.written;
         self.ctx.monitor.file_done(&e.name, cur.written);
-        self.rep.staged.push(Staged { ndx: cur.ndx, name: e.name, tmp: cur.tmp });
-        Outcome::Staged
+        Outcome::Done
     }
 }
 

@@ -157,6 +157,8 @@ async fn run_pull(ctx: &TreeCtx<'_>, into: &Path, what: PullWhat<'_>, checksum: 
     if into == ctx.staging.as_path() {
         spec.max_file_size = Some(crate::recent::file::MAX_RECENT_BYTES as u64);
     }
+    // A pass's content appears all at once, before the RECENT files that name it.
+    spec.delay_updates = true;
     match what {
         PullWhat::Names(n) => {
             spec.files_from = Some(n.iter().map(|s| s.as_bytes().to_vec()).collect());
