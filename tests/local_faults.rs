@@ -420,8 +420,9 @@ fn f10_efbig_rlimit_fsize_on_the_last_file() {
 }
 
 /// ENOSPC for the last temps: DEST on a tmpfs whose inode limit leaves room
-/// for all but the last two temps (every old file stays until the publish at
-/// the end), so creating those fails.
+/// for all but the last two temps. With `--delay-updates` every old file
+/// stays until the publish at the end, so creating those fails (without it
+/// each temp replaces its old file at once and one spare inode would do).
 #[test]
 fn f10_enospc_no_inodes_for_the_last_temps() {
     let (v1, v2) = publish_versions(200_000);
@@ -446,7 +447,7 @@ fn f10_enospc_no_inodes_for_the_last_temps() {
     let old = contents(&sb.dest);
     let mut ok = old.clone();
     merge(&mut ok, contents(v2.path()));
-    let r = evil::sync(&d.url("v2"), &sb.dest, &["--delete"]);
+    let r = evil::sync(&d.url("v2"), &sb.dest, &["--delete", "--delay-updates"]);
     // The list puts a directory's files before its subdirectories: the last
     // two temps are sub/b3 and sub/b4.
     check_failed_publish(&sb, &r, &ok, &old, &["sub/b3", "sub/b4"]);
