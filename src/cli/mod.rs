@@ -625,7 +625,7 @@ pub fn list_line(e: &crate::proto::flist::FileEntry) -> String {
     let mode = mode_string(e.mode);
     let (date, time) = ymd_hms(e.mtime);
     let mut name = crate::text::escape_name(&e.name);
-    if let Some(t) = &e.link_target {
+    if let Some(t) = e.link_target() {
         name.push_str(" -> ");
         name.push_str(&crate::text::escape_name(t));
     }

@@ -240,13 +240,13 @@ pub fn hard_link_leaders(list: &FileList) -> HashMap<usize, usize> {
         if !is_reg(e.mode) {
             continue;
         }
-        if let Some(key) = &e.hlink {
-            match first.get(key) {
+        if let Some(key) = e.hlink() {
+            match first.get(&key) {
                 Some(&l) => {
                     out.insert(i, l);
                 }
                 None => {
-                    first.insert(key.clone(), i);
+                    first.insert(key, i);
                 }
             }
         }
@@ -618,7 +618,7 @@ fn item(code: &str, e: &FileEntry) -> Item {
         code: code.to_string(),
         name: e.name.clone(),
         is_dir: is_dir(e.mode),
-        link_target: if is_lnk(e.mode) { e.link_target.clone() } else { None },
+        link_target: if is_lnk(e.mode) { e.link_target().map(<[u8]>::to_vec) } else { None },
         hardlink_to: None,
     }
 }
@@ -752,7 +752,7 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
         if !ctx.opts.links {
             return Ok(());
         }
-        let target = e.link_target.clone().unwrap_or_default();
+        let target = e.link_target().unwrap_or_default().to_vec();
         if let Some(m) = local {
             if m.kind == Kind::Symlink && dir.readlink(base)? == target {
                 let t = ctx.opts.times && !same_mtime(ctx, e, &m);
@@ -788,7 +788,7 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
         if !wanted || !ctx.opts.am_root {
             return Ok(());
         }
-        let rdev = e.rdev.map(|(ma, mi)| libc::makedev(ma, mi) as u64).unwrap_or(0);
+        let rdev = e.rdev().map(|(ma, mi)| libc::makedev(ma, mi) as u64).unwrap_or(0);
         if let Some(m) = local {
             if m.mode & S_IFMT == mode & S_IFMT && (!is_dev || m.rdev == rdev) {
                 return Ok(());
@@ -809,11 +809,11 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
         return Ok(());
     }
     // Regular file.
-    let leader = match (&e.hlink, ctx.opts.hard_links) {
-        (Some(key), true) => match self.leaders.get(key) {
+    let leader = match (e.hlink(), ctx.opts.hard_links) {
+        (Some(key), true) => match self.leaders.get(&key) {
             Some(l) => Some(l.clone()),
             None => {
-                self.leaders.insert(*key, e.name.clone());
+                self.leaders.insert(key, e.name.clone());
                 None
             }
         },
@@ -841,8 +841,8 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
             time_differs = !same_mtime(ctx, e, &m);
             let up_to_date = if ctx.opts.checksum {
                 !size_differs
-                    && match &e.checksum {
-                        Some(sum) => local_file_checksum(&dir, base, ctx.sums.kind)? == *sum,
+                    && match e.checksum() {
+                        Some(sum) => local_file_checksum(&dir, base, ctx.sums.kind)? == sum,
                         None => false,
                     }
             } else {

@@ -197,36 +197,69 @@ pub enum HardLinkKey {
 }
 
 /// One decoded file-list entry.
+///
+/// Kept small because a list holds one per file (issue 3): the fields most
+/// entries of an archive lack (device numbers, symlink target, hard-link
+/// group, `-c` checksum) live in one boxed [`EntryExtra`], allocated only for
+/// the entries that have one of them; `size_of::<FileEntry>()` is bounded by
+/// a test below.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     /// Full relative path, `/`-separated, raw bytes; `.` for the root.
     pub name: Vec<u8>,
-    /// st_mode including the type bits.
-    pub mode: u32,
     pub size: i64,
     pub mtime: i64,
-    pub mtime_nsec: u32,
     /// Present iff `preserve_uid`.
     pub uid: Option<u32>,
     /// Present iff `preserve_gid`.
     pub gid: Option<u32>,
-    /// (major, minor) for char/block devices iff `preserve_devices`.
-    pub rdev: Option<(u32, u32)>,
-    /// Symlink target iff a symlink and `preserve_links`.
-    pub link_target: Option<Vec<u8>>,
-    /// Hard-link group iff `preserve_hard_links`, the sender flagged it, and
-    /// the entry is not a directory.
-    pub hlink: Option<HardLinkKey>,
+    /// st_mode including the type bits.
+    pub mode: u32,
+    pub mtime_nsec: u32,
+    /// FLAG_* bits.
+    pub flags: u32,
     /// Protocol ≥ 30: the sender marked this entry as the group's first.
     /// Protocol < 30: first occurrence of its (dev, ino) in received order.
     pub hlink_first: bool,
-    /// File-list checksum of a regular file iff `always_checksum`.
+    /// The rarely present fields; `None` when all of them are absent.
+    extra: Option<Box<EntryExtra>>,
+}
+
+/// The rarely present parts of a [`FileEntry`] (see its accessors).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryExtra {
+    pub rdev: Option<(u32, u32)>,
+    pub link_target: Option<Vec<u8>>,
+    pub hlink: Option<HardLinkKey>,
     pub checksum: Option<Vec<u8>>,
-    /// FLAG_* bits.
-    pub flags: u32,
 }
 
 impl FileEntry {
+    /// An entry with only a name and a mode (everything else zero or absent).
+    pub fn new(name: Vec<u8>, mode: u32) -> Self {
+        FileEntry { name, size: 0, mtime: 0, uid: None, gid: None, mode, mtime_nsec: 0, flags: 0, hlink_first: false, extra: None }
+    }
+    /// (major, minor) for char/block devices iff `preserve_devices`.
+    pub fn rdev(&self) -> Option<(u32, u32)> {
+        self.extra.as_ref().and_then(|x| x.rdev)
+    }
+    /// Symlink target iff a symlink and `preserve_links`.
+    pub fn link_target(&self) -> Option<&[u8]> {
+        self.extra.as_ref().and_then(|x| x.link_target.as_deref())
+    }
+    /// Hard-link group iff `preserve_hard_links`, the sender flagged it, and
+    /// the entry is not a directory.
+    pub fn hlink(&self) -> Option<HardLinkKey> {
+        self.extra.as_ref().and_then(|x| x.hlink)
+    }
+    /// File-list checksum of a regular file iff `always_checksum`.
+    pub fn checksum(&self) -> Option<&[u8]> {
+        self.extra.as_ref().and_then(|x| x.checksum.as_deref())
+    }
+    /// The rare fields, allocated on first use.
+    pub fn extra_mut(&mut self) -> &mut EntryExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
     pub fn is_dir(&self) -> bool {
         is_dir(self.mode)
     }
@@ -594,21 +627,7 @@ impl FlistDecoder {
         if ndx_here > i32::MAX as i64 {
             return malformed("file list: entry index exceeds the ndx range");
         }
-        let mut entry = FileEntry {
-            name,
-            mode: 0,
-            size: 0,
-            mtime: 0,
-            mtime_nsec: 0,
-            uid: None,
-            gid: None,
-            rdev: None,
-            link_target: None,
-            hlink: None,
-            hlink_first: false,
-            checksum: None,
-            flags: 0,
-        };
+        let mut entry = FileEntry::new(name, 0);
         let mut uid_name = None;
         let mut gid_name = None;
         let mut devino = None;
@@ -661,15 +680,18 @@ impl FlistDecoder {
                 entry.gid = Some(prev.gid);
             }
             if o.preserve_devices && is_device(entry.mode) {
-                let (maj, min) = first.rdev.unwrap_or((0, 0));
+                let (maj, min) = first.rdev().unwrap_or((0, 0));
                 prev.rdev_major = maj;
-                entry.rdev = Some((maj, min));
+                entry.extra_mut().rdev = Some((maj, min));
             }
             if o.preserve_links && is_lnk(entry.mode) {
-                entry.link_target = Some(first.link_target.clone().unwrap_or_default());
+                let t = first.link_target().unwrap_or_default().to_vec();
+                entry.extra_mut().link_target = Some(t);
             }
             if o.always_checksum && is_reg(entry.mode) {
-                entry.checksum = first.checksum.clone();
+                if let Some(c) = first.checksum().map(<[u8]>::to_vec) {
+                    entry.extra_mut().checksum = Some(c);
+                }
             }
         } else {
             // --- size, times, mode ---
@@ -751,7 +773,7 @@ impl FlistDecoder {
                     (prev.rdev_major, min)
                 };
                 if o.preserve_devices && is_device(mode) {
-                    entry.rdev = Some((maj, min));
+                    entry.extra_mut().rdev = Some((maj, min));
                 }
                 entry.size = 0;
             } else if is_device(mode) {
@@ -773,7 +795,7 @@ impl FlistDecoder {
                 if t.contains(&0) {
                     return malformed(format!("file list: NUL in symlink target of \"{}\"", escape_name(&entry.name)));
                 }
-                entry.link_target = Some(t.to_vec());
+                entry.extra_mut().link_target = Some(t.to_vec());
             }
 
             // --- hard-link dev/ino (protocol < 30) ---
@@ -789,7 +811,7 @@ impl FlistDecoder {
             if o.always_checksum && (is_reg(mode) || proto < 28) {
                 let sum = r.bytes(o.checksum_len)?;
                 if is_reg(mode) {
-                    entry.checksum = Some(sum.to_vec());
+                    entry.extra_mut().checksum = Some(sum.to_vec());
                 }
             }
         }
@@ -806,16 +828,16 @@ impl FlistDecoder {
         if hlinked {
             if proto >= 30 {
                 if xflags & XMIT_HLINK_FIRST != 0 {
-                    entry.hlink = Some(HardLinkKey::Ndx(ndx_here as i32));
+                    entry.extra_mut().hlink = Some(HardLinkKey::Ndx(ndx_here as i32));
                     entry.hlink_first = true;
                 } else if let Some(v) = first_hlink_ndx {
-                    entry.hlink = Some(HardLinkKey::Ndx(v));
+                    entry.extra_mut().hlink = Some(HardLinkKey::Ndx(v));
                 }
             } else if let Some((dev, ino)) = devino {
-                entry.hlink = Some(HardLinkKey::DevIno(dev, ino));
+                entry.extra_mut().hlink = Some(HardLinkKey::DevIno(dev, ino));
                 entry.hlink_first = !self.cur.seen_devino.contains(&(dev, ino));
             }
-            if entry.hlink.is_some() {
+            if entry.hlink().is_some() {
                 entry.flags |= FLAG_HLINKED;
             }
         }
@@ -1933,12 +1955,12 @@ mod tests {
         assert_eq!(e.mtime_nsec, if p >= 31 { f.nsec } else { 0 });
         assert_eq!(e.uid, o.preserve_uid.then_some(f.uid));
         assert_eq!(e.gid, o.preserve_gid.then_some(f.gid));
-        assert_eq!(e.rdev, (o.preserve_devices && is_device(f.mode)).then_some(f.rdev), "{}", escape_name(&f.name));
-        assert_eq!(e.link_target, (o.preserve_links && is_lnk(f.mode)).then(|| f.link.clone()));
+        assert_eq!(e.rdev(), (o.preserve_devices && is_device(f.mode)).then_some(f.rdev), "{}", escape_name(&f.name));
+        assert_eq!(e.link_target().map(<[u8]>::to_vec), (o.preserve_links && is_lnk(f.mode)).then(|| f.link.clone()));
         let mut sum = f.sum.clone();
         sum.resize(o.checksum_len, 0);
-        assert_eq!(e.checksum, (o.always_checksum && is_reg(f.mode)).then_some(sum));
-        assert_eq!(e.hlink.is_some(), o.preserve_hard_links && f.hl.is_some() && !is_dir(f.mode));
+        assert_eq!(e.checksum().map(<[u8]>::to_vec), (o.always_checksum && is_reg(f.mode)).then_some(sum));
+        assert_eq!(e.hlink().is_some(), o.preserve_hard_links && f.hl.is_some() && !is_dir(f.mode));
         if is_dir(f.mode) {
             if f.top {
                 assert_ne!(e.flags & FLAG_TOP_DIR, 0);
@@ -1979,17 +2001,17 @@ mod tests {
         let by = |n: &str| list.entries.iter().flatten().find(|e| e.name == n.as_bytes()).unwrap().clone();
         if on.preserve_hard_links {
             let (a, h) = (by("a.txt"), by("b/hard"));
-            assert_eq!(a.hlink, h.hlink);
+            assert_eq!(a.hlink(), h.hlink());
             assert!(a.hlink_first && !h.hlink_first);
             let (e, e2) = (by("e"), by("b/e2"));
-            assert_eq!(e.hlink, e2.hlink);
-            assert_ne!(a.hlink, e.hlink);
+            assert_eq!(e.hlink(), e2.hlink());
+            assert_ne!(a.hlink(), e.hlink());
             assert!(e.hlink_first && !e2.hlink_first);
             if p >= 30 {
                 // Leader index = received position.
-                assert_eq!(a.hlink, Some(HardLinkKey::Ndx(1)));
+                assert_eq!(a.hlink(), Some(HardLinkKey::Ndx(1)));
             } else {
-                assert_eq!(a.hlink, Some(HardLinkKey::DevIno(6, 100)));
+                assert_eq!(a.hlink(), Some(HardLinkKey::DevIno(6, 100)));
             }
         }
         assert!(!dec.in_list());
@@ -2078,22 +2100,25 @@ mod tests {
     // Ordering
     // ---------------------------------------------------------------
 
+    /// Issue 3: one entry per file stays small. The rare fields live in the
+    /// boxed side table, which a plain file or directory does not allocate.
+    #[test]
+    fn file_entry_is_compact() {
+        assert!(std::mem::size_of::<FileEntry>() <= 80, "FileEntry is {} bytes", std::mem::size_of::<FileEntry>());
+        assert!(std::mem::size_of::<Option<FileEntry>>() <= 80, "Option<FileEntry> is {} bytes", std::mem::size_of::<Option<FileEntry>>());
+        let o = real_opts(31);
+        let files = [tf("d", S_IFDIR | 0o755), tf("d/a.tar.gz", S_IFREG | 0o644), TF { link: b"a.tar.gz".to_vec(), ..tf("d/l", S_IFLNK | 0o777) }];
+        let buf = encode_list(&o, &mut Enc::default(), &files, 0, 0, true);
+        let mut dec = FlistDecoder::new(o);
+        dec.begin_list(0, None);
+        let (list, _) = decode_checked(&mut dec, &buf);
+        let by = |n: &[u8]| list.entries.iter().flatten().find(|e| e.name == n).unwrap();
+        assert!(by(b"d").extra.is_none() && by(b"d/a.tar.gz").extra.is_none(), "a plain entry allocated its side table");
+        assert_eq!(by(b"d/l").link_target(), Some(&b"a.tar.gz"[..]));
+    }
+
     fn ent(name: &str, dir: bool) -> FileEntry {
-        FileEntry {
-            name: name.as_bytes().to_vec(),
-            mode: if dir { S_IFDIR | 0o755 } else { S_IFREG | 0o644 },
-            size: 0,
-            mtime: 0,
-            mtime_nsec: 0,
-            uid: None,
-            gid: None,
-            rdev: None,
-            link_target: None,
-            hlink: None,
-            hlink_first: false,
-            checksum: None,
-            flags: 0,
-        }
+        FileEntry::new(name.as_bytes().to_vec(), if dir { S_IFDIR | 0o755 } else { S_IFREG | 0o644 })
     }
 
     fn names_sorted(list: &[(&str, bool)], p: i32) -> Vec<String> {
@@ -2604,7 +2629,7 @@ mod tests {
         assert_eq!(l1.uid_names, [(1000, b"alice".to_vec())]);
         assert_eq!(l1.gid_names, [(1000, b"staff".to_vec())]);
         let lead = l1.entries.iter().flatten().find(|e| e.name == b"f").unwrap();
-        assert_eq!(lead.hlink, Some(HardLinkKey::Ndx(2)));
+        assert_eq!(lead.hlink(), Some(HardLinkKey::Ndx(2)));
         // Sub-list for "d": ndx_start = 1 + 3 + 1.
         let mut g = f1.clone();
         g.name = b"d/g".to_vec();
@@ -2617,8 +2642,8 @@ mod tests {
         assert_eq!(used, buf2.len());
         for e in l2.entries.iter().flatten() {
             // Full entries with a back reference to list 1.
-            assert_eq!(e.hlink, Some(HardLinkKey::Ndx(2)));
-            assert_eq!(e.checksum.as_deref(), Some(&[3u8; 16][..]));
+            assert_eq!(e.hlink(), Some(HardLinkKey::Ndx(2)));
+            assert_eq!(e.checksum(), Some(&[3u8; 16][..]));
             assert!(!e.hlink_first);
         }
         // A sub-list entry outside its directory is rejected.
@@ -2655,10 +2680,10 @@ mod tests {
         let names: Vec<_> = l.entries.iter().flatten().map(|e| e.name.clone()).collect();
         assert_eq!(names, [b"a".to_vec(), b"y".to_vec(), b"z".to_vec()]);
         let y = l.entries[1].as_ref().unwrap();
-        assert_eq!(y.link_target.as_deref(), Some(&b"target"[..]));
+        assert_eq!(y.link_target(), Some(&b"target"[..]));
         assert_eq!(y.uid, Some(77));
-        assert_eq!(y.hlink, Some(HardLinkKey::Ndx(0)));
-        assert_eq!(l.entries[2].as_ref().unwrap().hlink, Some(HardLinkKey::Ndx(0)));
+        assert_eq!(y.hlink(), Some(HardLinkKey::Ndx(0)));
+        assert_eq!(l.entries[2].as_ref().unwrap().hlink(), Some(HardLinkKey::Ndx(0)));
     }
 
     #[test]
@@ -2694,7 +2719,7 @@ mod tests {
         let mut dec = FlistDecoder::new(o.clone());
         dec.begin_list(0, None);
         let (l, _) = decode_fast(&mut dec, &buf).unwrap();
-        assert_eq!(l.entries[0].as_ref().unwrap().hlink, Some(HardLinkKey::DevIno(2, 2)));
+        assert_eq!(l.entries[0].as_ref().unwrap().hlink(), Some(HardLinkKey::DevIno(2, 2)));
         // Without -H the sender would not send dev/ino; an entry flagged anyway
         // leaves dev/ino unread (like rsync) and carries no key.
         o.preserve_hard_links = false;
@@ -2708,7 +2733,7 @@ mod tests {
         dec.begin_list(0, None);
         let (p, _) = dec.step(&buf).unwrap();
         assert_eq!(p, FlistProgress::Entry);
-        assert_eq!(dec.cur.entries[0].hlink, None);
+        assert_eq!(dec.cur.entries[0].hlink(), None);
     }
 
     // ---------------------------------------------------------------
@@ -2866,8 +2891,8 @@ mod tests {
         let by = |n: &str| l.entries.iter().flatten().find(|e| e.name == n.as_bytes()).unwrap();
         assert_eq!(by("top").flags, FLAG_TOP_DIR | FLAG_CONTENT_DIR);
         assert_eq!(by("top/sub").flags, FLAG_CONTENT_DIR);
-        assert_eq!(by("top/c").rdev, Some((1, 3)));
-        assert_eq!(by("top/c2").rdev, Some((1, 3)));
+        assert_eq!(by("top/c").rdev(), Some((1, 3)));
+        assert_eq!(by("top/c2").rdev(), Some((1, 3)));
     }
 
     #[test]
@@ -2992,14 +3017,14 @@ mod tests {
         let a = by(b"a.txt");
         assert_eq!((a.size, a.mtime), (3, 981_173_106));
         assert_eq!(a.mtime_nsec, if p >= 31 { 123_456_789 } else { 0 });
-        assert_eq!(by(b"b/hard").hlink, a.hlink);
-        assert!(a.hlink.is_some() && a.hlink_first && !by(b"b/hard").hlink_first);
-        assert_eq!(by(b"b/bdev").rdev, Some((8, 1)));
+        assert_eq!(by(b"b/hard").hlink(), a.hlink());
+        assert!(a.hlink().is_some() && a.hlink_first && !by(b"b/hard").hlink_first);
+        assert_eq!(by(b"b/bdev").rdev(), Some((8, 1)));
         assert_eq!(by(b"b/bdev").mode, S_IFBLK | 0o644);
-        assert_eq!(by(b"b/cdev").rdev, Some((4, 300)));
+        assert_eq!(by(b"b/cdev").rdev(), Some((4, 300)));
         assert_eq!(by(b"b/fifo").mode & S_IFMT, S_IFIFO);
         assert_eq!(by(b"b/sock").mode & S_IFMT, S_IFSOCK);
-        assert_eq!(by(b"b/link").link_target.as_deref(), Some(&b"../a.txt"[..]));
+        assert_eq!(by(b"b/link").link_target(), Some(&b"../a.txt"[..]));
         assert_eq!((by(b"a/x").uid, by(b"a/x").gid), (Some(1234), Some(5678)));
         assert_eq!(by(b".").flags, FLAG_TOP_DIR | FLAG_CONTENT_DIR);
         assert_eq!(by(b"a/sub").flags, FLAG_CONTENT_DIR);
@@ -3016,7 +3041,7 @@ mod tests {
         assert_eq!(used, buf.len());
         assert_eq!(names(&l), REAL_ORDER_29);
         check_real_common(&l, 32);
-        assert_eq!(l.entries[2].as_ref().unwrap().hlink, Some(HardLinkKey::Ndx(6)));
+        assert_eq!(l.entries[2].as_ref().unwrap().hlink(), Some(HardLinkKey::Ndx(6)));
         assert_eq!(l.uid_names, [(0, b"root".to_vec())]);
         assert_eq!(l.gid_names, [(0, b"root".to_vec())]);
     }
@@ -3032,11 +3057,11 @@ mod tests {
         assert_eq!(names(&l), REAL_ORDER_29);
         check_real_common(&l, 30);
         for e in l.entries.iter().flatten() {
-            assert_eq!(e.checksum.as_ref().map(|c| c.len()), e.is_reg().then_some(16));
+            assert_eq!(e.checksum().map(|c| c.len()), e.is_reg().then_some(16));
         }
         let by = |n: &[u8]| l.entries.iter().flatten().find(|e| e.name == n).unwrap().clone();
-        assert_eq!(by(b"a.txt").checksum, by(b"b/hard").checksum);
-        assert_ne!(by(b"a.txt").checksum, by(b"ab").checksum);
+        assert_eq!(by(b"a.txt").checksum(), by(b"b/hard").checksum());
+        assert_ne!(by(b"a.txt").checksum(), by(b"ab").checksum());
     }
 
     #[test]
@@ -3048,7 +3073,7 @@ mod tests {
         assert_eq!(used, buf.len());
         assert_eq!(names(&l), REAL_ORDER_29);
         check_real_common(&l, 29);
-        assert!(matches!(l.entries[2].as_ref().unwrap().hlink, Some(HardLinkKey::DevIno(..))));
+        assert!(matches!(l.entries[2].as_ref().unwrap().hlink(), Some(HardLinkKey::DevIno(..))));
 
         let buf = unhex(REAL_V27);
         let mut dec = FlistDecoder::new(real_opts(27));
@@ -3061,7 +3086,7 @@ mod tests {
         assert_eq!(names(&l), plain);
         check_real_common(&l, 27);
         // Every regular file carries dev/ino under -H before protocol 28.
-        assert!(l.entries.iter().flatten().filter(|e| e.is_reg()).all(|e| e.hlink.is_some()));
+        assert!(l.entries.iter().flatten().filter(|e| e.is_reg()).all(|e| e.hlink().is_some()));
     }
 
     #[test]
@@ -3086,8 +3111,8 @@ mod tests {
             for (i, e) in l.entries.iter().enumerate() {
                 let e = e.as_ref().unwrap();
                 all.push((l.ndx_start + i as i32, e.name.clone()));
-                if e.hlink.is_some() {
-                    hl.push((e.name.clone(), e.hlink, e.hlink_first));
+                if e.hlink().is_some() {
+                    hl.push((e.name.clone(), e.hlink(), e.hlink_first));
                 }
             }
             ndx_start = l.ndx_start + l.entries.len() as i32 + 1;
