@@ -320,6 +320,21 @@ pub struct GenReport {
     pub entries: u64,
 }
 
+impl GenReport {
+    /// Add a later pass's report to this one (what the commit step needs:
+    /// the lists and counters; the requested indices are not kept).
+    pub fn absorb(&mut self, mut o: GenReport) {
+        self.staged.append(&mut o.staged);
+        self.published += o.published;
+        self.links.append(&mut o.links);
+        self.extraneous.append(&mut o.extraneous);
+        self.dirs.append(&mut o.dirs);
+        self.errors += o.errors;
+        self.total_size += o.total_size;
+        self.entries += o.entries;
+    }
+}
+
 /// The generator thread's state: it outlives one list.
 pub struct Generator {
     ctx: Arc<Ctx>,

@@ -158,7 +158,9 @@ struct Running {
     recv_join: Option<tokio::task::JoinHandle<RecvReport>>,
     /// The receiver's report, when it stopped early and was already joined.
     recv_report: Option<RecvReport>,
-    gen_reports: Vec<GenReport>,
+    /// Every generator pass so far, merged as each ends (one report per
+    /// inc-recursion list would cost ~200 bytes per directory even when empty).
+    gen_report: GenReport,
     /// Lists not yet finished, oldest first (incremental recursion).
     tracks: VecDeque<Track>,
     /// Files whose redo request is on its way (not yet counted again).
@@ -352,7 +354,7 @@ impl Loop {
             }
             GenOut::ListDone { ndx_start, report } => {
                 tracing::debug!(ndx_start, requested = report.requested.len(), errors = report.errors, "list generated");
-                run.gen_reports.push(report);
+                run.gen_report.absorb(report);
                 if run.ctx.inc {
                     if let Some(t) = run.tracks.iter_mut().find(|t| t.start == ndx_start) {
                         t.generated = true;
@@ -366,7 +368,7 @@ impl Loop {
             }
             GenOut::RedoDone(report) => {
                 let inc = run.ctx.inc;
-                run.gen_reports.push(report);
+                run.gen_report.absorb(report);
                 if !inc {
                     session.end_phase()?;
                 }
@@ -543,7 +545,7 @@ impl Loop {
             recv_tx: Some(recv_tx),
             recv_join: Some(recv_join),
             recv_report: None,
-            gen_reports: vec![],
+            gen_report: GenReport::default(),
             tracks: VecDeque::new(),
             redo_pending: HashSet::new(),
             flist_eof: false,
@@ -575,24 +577,21 @@ impl Loop {
         }
         let job = self.job.clone().expect("a transfer has a job");
         let ctx = run.ctx.clone();
-        let gen_reports = std::mem::take(&mut run.gen_reports);
+        let g = std::mem::take(&mut run.gen_report);
         let io_error = session.io_error();
         let deletions_unsafe = io_error & IOERR_GENERAL != 0;
         let dry = job.local.dry_run;
         let hold_late = self.report.upstream_updating.clone();
         let (commit, gen_errors, total, recv) = tokio::task::spawn_blocking(move || {
-            let mut rep = CommitReport {
-                published: recv.published + gen_reports.iter().map(|g| g.published).sum::<u64>(),
-                ..Default::default()
-            };
-            let mut staged: Vec<_> = gen_reports.iter().flat_map(|g| g.staged.iter().cloned()).collect();
-            staged.extend(recv.staged.iter().cloned());
-            let links: Vec<_> = gen_reports.iter().flat_map(|g| g.links.iter().cloned()).collect();
-            let mut extraneous: Vec<Vec<u8>> =
-                gen_reports.iter().flat_map(|g| g.extraneous.iter().cloned()).collect();
-            let mut dirs: Vec<_> = gen_reports.iter().flat_map(|g| g.dirs.iter().cloned()).collect();
-            let gen_errors: u64 = gen_reports.iter().map(|g| g.errors).sum();
-            let total: i64 = gen_reports.iter().map(|g| g.total_size).sum();
+            let mut rep = CommitReport { published: recv.published + g.published, ..Default::default() };
+            let mut recv = recv;
+            let mut staged = g.staged;
+            staged.append(&mut recv.staged);
+            let links = g.links;
+            let mut extraneous = g.extraneous;
+            let mut dirs = g.dirs;
+            let gen_errors = g.errors;
+            let total = g.total_size;
             if cancelled {
                 let kept = commit::discard(&ctx, &staged);
                 if kept > 0 {
