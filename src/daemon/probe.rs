@@ -176,26 +176,41 @@ pub fn parse_date(s: &str) -> Option<u64> {
     const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
     let s = s.trim();
     // ISO 8601.
-    if s.len() >= 19 && s.as_bytes()[4] == b'-' && s.as_bytes()[10] == b'T' || s.len() >= 19 && s.as_bytes().get(10) == Some(&b' ') && s.as_bytes()[4] == b'-' {
+    // Every byte index sliced below is a char boundary only because the
+    // first 19 bytes are checked to be ASCII (a signal file is untrusted text).
+    let b = s.as_bytes();
+    if b.len() >= 19 && b[..19].is_ascii() && b[4] == b'-' && (b[10] == b'T' || b[10] == b' ') {
         let y: i64 = s[0..4].parse().ok()?;
         let mo: u32 = s[5..7].parse().ok()?;
         let d: u32 = s[8..10].parse().ok()?;
         let h: i64 = s[11..13].parse().ok()?;
         let mi: i64 = s[14..16].parse().ok()?;
         let se: i64 = s[17..19].parse().ok()?;
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 24 || mi > 59 || se > 60 {
+            return None;
+        }
         let rest = s[19..].trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
         let off = parse_offset(rest.trim()).unwrap_or(0);
         let t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - off;
         return u64::try_from(t).ok();
     }
     let words: Vec<&str> = s.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()).collect();
-    let month = |w: &str| MONTHS.iter().position(|m| w.len() >= 3 && w[..3].eq_ignore_ascii_case(m)).map(|i| i as u32 + 1);
+    let month = |w: &str| {
+        let head = w.as_bytes().get(..3)?;
+        MONTHS.iter().position(|m| head.eq_ignore_ascii_case(m.as_bytes())).map(|i| i as u32 + 1)
+    };
+    // h:m[:s], each part in its clock range, so no sum can overflow.
     let hms = |w: &str| -> Option<i64> {
         let p: Vec<&str> = w.split(':').collect();
-        if p.len() < 2 {
+        if !(2..=3).contains(&p.len()) {
             return None;
         }
-        Some(p[0].parse::<i64>().ok()? * 3600 + p[1].parse::<i64>().ok()? * 60 + p.get(2).map_or(Some(0), |x| x.parse::<i64>().ok())?)
+        let part = |x: &str, max: i64| x.parse::<i64>().ok().filter(|v| (0..=max).contains(v));
+        let s = match p.get(2) {
+            Some(x) => part(x, 60)?,
+            None => 0,
+        };
+        Some(part(p[0], 24)? * 3600 + part(p[1], 59)? * 60 + s)
     };
     // Find day, month, year, time among the words, whatever the order.
     let mut day = None;
@@ -537,6 +552,29 @@ mod tests {
         assert_eq!(parse_date("2024-01-01T00:00:00Z"), Some(1704067200));
         assert_eq!(parse_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784111777));
         assert_eq!(parse_date("nonsense"), None);
+    }
+
+    /// Untrusted date text: multi-byte characters where ASCII digits are
+    /// expected, out-of-range fields and huge numbers are "no date", never a
+    /// panic (the `mirror_signal` fuzzer found the first: `ti\u{fffd}`).
+    #[test]
+    fn hostile_dates_are_none() {
+        for bad in [
+            "ti\u{fffd}",
+            "\u{fffd}\u{fffd}\u{fffd}",
+            "2024-0\u{e9}-01T00:00:00Z",
+            "2024-01-01T0\u{e9}:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-01-00T00:00:00Z",
+            "2024-01-01T25:00:00Z",
+            "Mon, 01 Jan 2024 99999999999999999:00:00 +0000",
+            "Mon, 01 Jan 2024 00:99999999999999999 +0000",
+            "01 Jan 2024 1:2:3:4",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_date("2024-01-01 00:00:00"), Some(1704067200));
+        assert_eq!(parse_signal(SignalKind::Trace, "master", b"ti\xac", None).ok().and_then(|s| s.timestamp), None);
     }
 
     #[test]
