@@ -5,5 +5,6 @@ pub mod handshake;
 pub mod mux;
 pub mod options;
 pub mod session;
+pub mod symlink;
 pub mod token;
 pub mod wire;
