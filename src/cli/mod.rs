@@ -214,6 +214,14 @@ pub struct XferArgs {
     /// Do not delete more than NUM files.
     #[arg(long, value_name = "NUM")]
     pub max_delete: Option<u64>,
+    /// Skip symlinks that point outside the tree (absolute, or `..` leaving it), with a
+    /// warning. The default; accepted for rsync users' scripts.
+    #[arg(long, overrides_with = "no_safe_links", hide_short_help = true)]
+    pub safe_links: bool,
+    /// Create every symlink as the server lists it, even `/etc/passwd` or `../../x`
+    /// (never followed when writing).
+    #[arg(long, overrides_with = "safe_links")]
+    pub no_safe_links: bool,
     /// Show what would be transferred, change nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -691,6 +699,7 @@ fn local_opts(x: &XferArgs, dry: bool) -> LocalOpts {
         dry_run: dry,
         am_root: root,
         block_size: x.block_size,
+        safe_links: !x.no_safe_links,
     }
 }
 
@@ -810,6 +819,7 @@ async fn cmd_sync(
     ps.group = x.group;
     ps.devices = x.devices;
     ps.hard_links = !x.no_hard_links;
+    ps.safe_links = !x.no_safe_links;
     ps.numeric_ids = x.numeric_ids;
     ps.bwlimit = x.bwlimit;
     ps.block_size = x.block_size;

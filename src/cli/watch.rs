@@ -59,6 +59,13 @@ pub struct WatchArgs {
     /// Compare file contents (rsync -c) for the fetched paths.
     #[arg(short = 'c', long)]
     pub checksum: bool,
+    /// Skip symlinks that point outside the tree, with a warning (the default;
+    /// accepted for rsync users' scripts).
+    #[arg(long, overrides_with = "no_safe_links")]
+    pub safe_links: bool,
+    /// Create every symlink as the server lists it, even `/etc/passwd` or `../../x`.
+    #[arg(long, overrides_with = "safe_links")]
+    pub no_safe_links: bool,
     /// JSON on stdout: one object per pass, one per line (JSON lines), or with
     /// --once one document with every pass report. See docs/json.md.
     #[arg(long)]
@@ -320,6 +327,7 @@ pub(super) async fn cmd_watch(src: &str, dest: PathBuf, conn: &ConnArgs, w: &Wat
         ));
     }
     cfg.pass_deadline = w.stop.duration()?.map(|(d, what)| (d, format!("{what}, per pass")));
+    cfg.safe_links = !w.no_safe_links;
     if !w.tree.is_empty() {
         cfg.trees = w.tree.iter().map(|t| TreeConfig::at(t)).collect();
     }

@@ -29,6 +29,7 @@
 //! late_publish = ["repodata/", "Packages*", "Release", "InRelease"]
 //! # update_markers = ["Archive-Update-in-Progress-*"]  # (default) upstream mid-update: hold the late phase, retry
 //! # partial_dir = ".rsync-partial"  # keep interrupted files there, resume from them next run
+//! # safe_links = false             # create symlinks pointing outside the tree too (default true: skipped, warned)
 //! before = "logger starting $RMIRROR_JOB"
 //! after = "/usr/local/bin/trigger-downstream"   # env: RMIRROR_RESULT, _EXIT, _FILES, _BYTES, …
 //! on_failure = "mail -s \"$RMIRROR_JOB failed: $RMIRROR_MESSAGE\" root < /dev/null"
@@ -141,6 +142,9 @@ pub struct JobConfig {
     pub update_markers: Vec<String>,
     /// `--partial-dir` for the job's tree syncs.
     pub partial_dir: Option<crate::engine::partial::PartialDir>,
+    /// `--safe-links` for every pull of the job (default true; `safe_links =
+    /// false` is `--no-safe-links`).
+    pub safe_links: bool,
     pub hooks: Hooks,
     pub password_file: Option<PathBuf>,
     /// What to leave in the tree for downstream mirrors after a run.
@@ -189,7 +193,7 @@ const JOB_KEYS: &[&str] = &[
     "freshness", "max_age", "interval", "min_wait_ok", "min_wait_fail", "random_delay", "filter",
     "exclude", "include", "max_delete", "timeout", "wall_timeout", "contimeout", "late_publish",
     "before", "after", "on_failure", "password_file", "trace", "timestamp_file", "mirror_yml", "write_recent",
-    "update_markers", "partial_dir",
+    "update_markers", "partial_dir", "safe_links",
 ];
 
 /// The default `update_markers`: ftpsync's lock file on the upstream's top level.
@@ -515,6 +519,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
         let mut late_publish = Vec::new();
         let mut update_markers: Vec<String> = DEFAULT_UPDATE_MARKERS.iter().map(|s| s.to_string()).collect();
         let mut partial_dir = None;
+        let mut safe_links = true;
         let mut hooks = Hooks::default();
         let mut password_file = None;
         let mut publish = crate::publish::PublishConfig::default();
@@ -672,6 +677,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
                         }
                     }
                 }
+                "safe_links" => match v.get_ref() {
+                    toml::Value::Boolean(b) => safe_links = *b,
+                    other => cx.err(k.span(), key, format!("expected true or false, found {}", other.type_str())),
+                },
                 "before" => hooks.before = cx.string(k, v),
                 "after" => hooks.after = cx.string(k, v),
                 "on_failure" => hooks.on_failure = cx.string(k, v),
@@ -787,6 +796,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
             late_publish,
             update_markers,
             partial_dir,
+            safe_links,
             hooks,
             password_file,
             publish,
@@ -907,6 +917,20 @@ upstream = "rsync://h/b/"
         let errs = parse(&t, Path::new("/tmp/x.toml")).unwrap_err();
         let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
         assert_eq!(got, vec![(5, "update_markers"), (6, "partial_dir")], "{errs:?}");
+    }
+
+    #[test]
+    fn safe_links_default_and_opt_out() {
+        let base = "[[job]]\nname = \"a\"\ndestination = \"/tmp/a\"\nupstream = \"rsync://h/m/\"\n";
+        let c = parse(base, Path::new("/tmp/x.toml")).unwrap();
+        assert!(c.jobs[0].safe_links, "on by default");
+        let c = parse(&format!("{base}safe_links = false\n"), Path::new("/tmp/x.toml")).unwrap();
+        assert!(!c.jobs[0].safe_links);
+        let c = parse(&format!("{base}safe_links = true\n"), Path::new("/tmp/x.toml")).unwrap();
+        assert!(c.jobs[0].safe_links);
+        let errs = parse(&format!("{base}safe_links = \"no\"\n"), Path::new("/tmp/x.toml")).unwrap_err();
+        let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(got, vec![(5, "safe_links")], "{errs:?}");
     }
 
     #[test]

@@ -126,6 +126,7 @@ impl Planner for RecentPlanner {
             cfg.conn.password = ctx.password.clone();
             cfg.conn.timeout = ctx.job.timeout;
             cfg.conn.contimeout = ctx.job.contimeout;
+            cfg.safe_links = ctx.job.safe_links;
             let log: Arc<dyn crate::plan::WatchLogger> = Arc::new(MonitorLog(ctx.monitor.clone()));
             let summary = crate::plan::watch(&cfg, log, crate::plan::StopSignal::never())
                 .await
@@ -158,6 +159,7 @@ pub fn base_spec(job: &JobConfig, source: RemoteSpec, dest: &Path, password: Opt
     // A job's tree appears to readers all at once (the late paths after it):
     // its files are renamed into place together at the end.
     ps.delay_updates = true;
+    ps.safe_links = job.safe_links;
     ps
 }
 

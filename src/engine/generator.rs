@@ -49,6 +49,9 @@ pub struct LocalOpts {
     pub dry_run: bool,
     pub am_root: bool,
     pub block_size: Option<u32>,
+    /// `--safe-links`: skip symlinks whose target could lie outside the tree
+    /// ([`crate::proto::symlink::unsafe_symlink`]).
+    pub safe_links: bool,
 }
 
 /// Everything the generator, receiver and commit share for one run.
@@ -707,6 +710,19 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
     let ctx = &*ctx_arc;
     let cache = &mut self.cache;
     let dry = ctx.opts.dry_run;
+    if is_lnk(e.mode) && ctx.opts.links && ctx.opts.safe_links {
+        let target = e.link_target().unwrap_or_default();
+        if crate::proto::symlink::unsafe_symlink(target, &e.name) {
+            // As rsync's generator: not created, and whatever DEST has under
+            // this name stays (the name is listed, so --delete keeps it too).
+            tracing::warn!(
+                "ignoring unsafe symlink \"{}\" -> \"{}\"",
+                crate::text::escape_name(&e.name),
+                crate::text::escape_name(target)
+            );
+            return Ok(());
+        }
+    }
     if e.name == b"." {
         // The transfer root: DEST itself.
         let m = ctx.dest.root().stat(b".")?;

@@ -76,6 +76,11 @@ pub struct PullSpec {
     /// Refuse the whole transfer, before fetching anything, when the file
     /// list has a regular file larger than this; see [`SyncJob::max_file_size`].
     pub max_file_size: Option<u64>,
+    /// `--safe-links` (on by default, as mirroring tools run rsync): symlinks
+    /// that could point outside the tree are skipped with a warning
+    /// ([`crate::proto::symlink::unsafe_symlink`]); off (`--no-safe-links`),
+    /// every symlink is created verbatim (never followed when writing).
+    pub safe_links: bool,
 }
 
 impl PullSpec {
@@ -112,6 +117,7 @@ impl PullSpec {
             partial_dir: None,
             update_markers: Vec::new(),
             max_file_size: None,
+            safe_links: true,
             rsh: None,
             rsync_path: None,
         }
@@ -176,6 +182,7 @@ impl PullSpec {
             filter_rules_old: filters.wire_rules(28, false).map_err(|e| e.to_string()),
             files_from: self.files_from.clone(),
             inc_recurse: self.inc_recurse,
+            safe_links: self.safe_links,
         };
         let cfg = SessionConfig {
             mode: if self.source.shell { Mode::RemoteShell } else { Mode::Daemon },
@@ -201,6 +208,7 @@ impl PullSpec {
                 dry_run: self.dry_run,
                 am_root: root,
                 block_size: self.block_size,
+                safe_links: self.safe_links,
             },
             delete: DeleteOpts {
                 delete: self.delete,

@@ -167,6 +167,8 @@ pub struct WatchConfig {
     pub pass_budget: Option<Duration>,
     /// Compare file contents for content pulls (rsync `-c`).
     pub checksum: bool,
+    /// `--safe-links` for every pull (default on; see [`PullSpec::safe_links`]).
+    pub safe_links: bool,
     /// Base of the error back-off (12 s like rrr-client).
     pub error_backoff: Duration,
     /// An overall deadline for each pass (`--stop-after`), and its name in
@@ -203,6 +205,7 @@ impl WatchConfig {
             max_files_per_pull: DEFAULT_MAX_FILES_PER_PULL,
             pass_budget: Some(Duration::from_secs(DEFAULT_PASS_BUDGET_SECS)),
             checksum: false,
+            safe_links: true,
             error_backoff: Duration::from_secs(12),
             pass_deadline: None,
             dirtymark_min_interval: Some(Duration::from_secs(DEFAULT_DIRTYMARK_MIN_INTERVAL_SECS)),

@@ -150,6 +150,7 @@ async fn run_pull(ctx: &TreeCtx<'_>, into: &Path, what: PullWhat<'_>, checksum: 
     let mut spec = PullSpec::new(ctx.source.clone(), into.to_path_buf());
     ctx.cfg.conn.apply(&mut spec);
     spec.checksum = checksum || ctx.cfg.checksum;
+    spec.safe_links = ctx.cfg.safe_links;
     spec.filters = Arc::new(filters);
     // What goes into staging is RECENT files, which the parser refuses above
     // its size limit anyway: refuse a larger one in the file list, before a

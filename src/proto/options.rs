@@ -45,6 +45,11 @@ pub struct TransferOpts {
     pub files_from: Option<Vec<Vec<u8>>>,
     /// Offer incremental recursion (protocol ≥ 30, recursive pulls only).
     pub inc_recurse: bool,
+    /// `--safe-links`: the receiver skips symlinks that could point outside
+    /// the tree. rsync forwards the flag to the server too (the sender does
+    /// nothing with it), so this does the same. Off here as in rsync; a
+    /// [`crate::engine::pull::PullSpec`] turns it on by default.
+    pub safe_links: bool,
 }
 
 impl Default for TransferOpts {
@@ -72,6 +77,7 @@ impl Default for TransferOpts {
             filter_rules_old: Ok(vec![]),
             files_from: None,
             inc_recurse: false,
+            safe_links: false,
         }
     }
 }
@@ -207,6 +213,9 @@ pub fn server_args(o: &TransferOpts, protocol: i32, remote_paths: &[Vec<u8>]) ->
     } else if o.specials && !o.devices {
         args.push(b"--specials".to_vec());
     }
+    if o.safe_links {
+        args.push(b"--safe-links".to_vec());
+    }
     if o.numeric_ids {
         args.push(b"--numeric-ids".to_vec());
     }
@@ -268,6 +277,15 @@ mod tests {
         assert_eq!(encode_args(&a, 29).last(), Some(&b'\n'));
         let enc = encode_args(&[b"a".to_vec()], 30);
         assert_eq!(enc, b"a\0\0");
+    }
+    #[test]
+    fn safe_links_is_forwarded_like_rsync() {
+        let o = TransferOpts { safe_links: true, numeric_ids: true, ..TransferOpts::default() };
+        let s: Vec<String> =
+            server_args(&o, 32, &[b"m/".to_vec()]).iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect();
+        assert_eq!(s, ["--server", "--sender", "-lHtpre.LfxCvu", "--safe-links", "--numeric-ids", ".", "m/"]);
+        let s = server_args(&TransferOpts::default(), 29, &[b"m/".to_vec()]);
+        assert!(!s.contains(&b"--safe-links".to_vec()));
     }
     #[test]
     fn compress_args() {
