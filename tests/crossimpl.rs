@@ -73,9 +73,12 @@ impl Setup {
         Setup { _tmp: tmp, src, rsh, openrsync, daemon }
     }
 
-    /// `rmirror sync -e RSH --rsync-path OPENRSYNC [extra] localhost:SRC/ DEST`.
+    /// `rmirror sync -e RSH --rsync-path OPENRSYNC --no-safe-links [extra] localhost:SRC/ DEST`.
+    /// `--no-safe-links`: the nasty tree's absolute links must arrive too
+    /// (and openrsync as a sender given `--safe-links` counts every dangling
+    /// link as an error).
     fn pull(&self, dest: &Path, extra: &[&str]) -> Run {
-        let mut a: Vec<OsString> = vec!["sync".into(), "-e".into(), self.rsh.clone().into()];
+        let mut a: Vec<OsString> = vec!["sync".into(), "-e".into(), self.rsh.clone().into(), "--no-safe-links".into()];
         a.push("--rsync-path".into());
         a.push(self.openrsync.clone().into());
         a.extend(extra.iter().map(OsString::from));

@@ -1144,27 +1144,101 @@ fn h29_greeting_abuse() {
 // H10–H12, H30–H34, H38: field values
 // ---------------------------------------------------------------------------
 
+/// H10's list: unsafe links (absolute, or leaving the tree through `..`)
+/// and in-tree ones, by link name and target.
+fn h10_links(sb: &Sandbox) -> Vec<(&'static str, Vec<u8>, bool)> {
+    // (name, target, unsafe)
+    vec![
+        ("l1", b"/etc/passwd".to_vec(), true),
+        ("l2", b"../../x".to_vec(), true),
+        ("l3", b"a/a/a/../../../x".to_vec(), true),
+        ("l4", b"ok/../../x".to_vec(), true),
+        ("l5", b"x/..".to_vec(), true),
+        ("l6", outside_abs(sb, "victim"), true),
+        ("ok", b"f".to_vec(), false),
+        ("sub/l", b"../f".to_vec(), false),
+        ("sub/l2", b"./f".to_vec(), false),
+    ]
+}
+
+fn h10_files(links: &[(&'static str, Vec<u8>, bool)]) -> Vec<EFile> {
+    let mut files = vec![dot(), EFile::file("f", b"in tree"), EFile::dir("sub")];
+    files.extend(links.iter().map(|(n, t, _)| EFile::symlink(n, t.as_slice())));
+    files
+}
+
+fn link_target(p: &Path) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let m = std::fs::symlink_metadata(p).ok()?;
+    if !m.file_type().is_symlink() {
+        return None;
+    }
+    Some(std::fs::read_link(p).ok()?.as_os_str().as_bytes().to_vec())
+}
+
 #[test]
-fn h10_unsafe_symlinks_created_verbatim_never_followed() {
-    // rmirror has no --safe-links (see README); what must hold regardless:
-    // links are created as links, never followed, nothing outside changes.
+fn h10_unsafe_symlinks_skipped_by_default() {
+    // --safe-links is the default (CVE-2024-12088 semantics): only the
+    // in-tree links are created, one warning per skipped link, exit 0 as
+    // rsync; a local item under a skipped name stays, even with --delete.
     let sb = Sandbox::new();
-    let abs = outside_abs(&sb, "victim");
-    let files = vec![
-        dot(),
-        EFile::symlink("l1", "/etc/passwd"),
-        EFile::symlink("l2", "../../x"),
-        EFile::symlink("l3", "a/a/a/../../../x"),
-        EFile::symlink("l4", &abs),
-        EFile::symlink("ok", "f"),
-        EFile::file("f", b"in tree"),
-    ];
-    let (r, _s) = attack(&sb, Cfg::new(32), files, &[]);
+    let links = h10_links(&sb);
+    std::fs::write(sb.dest.join("l2"), b"local file\n").unwrap();
+    std::os::unix::fs::symlink("f", sb.dest.join("l3")).unwrap();
+    std::fs::write(sb.dest.join("extraneous"), b"x").unwrap();
+    let (r, srv) = attack(&sb, Cfg::new(32), h10_files(&links), &["--delete"]);
     r.assert_code(&[0]);
     sb.assert_outside_unchanged();
-    for l in ["l1", "l2", "l3", "l4", "ok"] {
-        assert!(std::fs::symlink_metadata(sb.dest.join(l)).unwrap().file_type().is_symlink(), "{l}");
+    evil::assert_no_temps(&sb.dest);
+    let args = srv.log().args;
+    assert!(args.iter().all(|a| a.contains(&b"--safe-links".to_vec())), "rsync forwards --safe-links to the server: {args:?}");
+    for (name, target, unsafe_) in &links {
+        let p = sb.dest.join(name);
+        let warning = format!(
+            "ignoring unsafe symlink \"{name}\" -> \"{}\"",
+            String::from_utf8_lossy(target)
+        );
+        if *unsafe_ {
+            assert_eq!(r.stderr.matches(&warning).count(), 1, "one warning for {name}\n{}", r.show());
+            match *name {
+                "l2" => assert_eq!(std::fs::read(&p).unwrap(), b"local file\n", "local l2 replaced or deleted"),
+                "l3" => assert_eq!(link_target(&p).as_deref(), Some(&b"f"[..]), "local l3 replaced or deleted"),
+                _ => assert!(std::fs::symlink_metadata(&p).is_err(), "unsafe {name} created\n{}", r.show()),
+            }
+        } else {
+            assert_eq!(link_target(&p).as_ref(), Some(target), "{name}\n{}", r.show());
+            assert!(!r.stderr.contains(&warning), "safe link {name} warned about\n{}", r.show());
+        }
     }
+    assert!(!sb.dest.join("extraneous").exists(), "--delete was not in effect\n{}", r.show());
+    assert_eq!(std::fs::read(sb.dest.join("f")).unwrap(), b"in tree");
+}
+
+#[test]
+fn h10_no_safe_links_creates_unsafe_symlinks_verbatim_never_followed() {
+    // --no-safe-links: every link is created as the server lists it, as a
+    // link (never followed), and nothing outside DEST changes.
+    let sb = Sandbox::new();
+    let links = h10_links(&sb);
+    let (r, srv) = attack(&sb, Cfg::new(32), h10_files(&links), &["--no-safe-links"]);
+    r.assert_code(&[0]);
+    sb.assert_outside_unchanged();
+    evil::assert_no_temps(&sb.dest);
+    let args = srv.log().args;
+    assert!(args.iter().all(|a| !a.contains(&b"--safe-links".to_vec())), "{args:?}");
+    for (name, target, _) in &links {
+        assert_eq!(link_target(&sb.dest.join(name)).as_ref(), Some(target), "{name}\n{}", r.show());
+    }
+    assert!(!r.stderr.contains("unsafe symlink"), "{}", r.show());
+    // The last of --safe-links / --no-safe-links wins (rsync's rule for --no-X).
+    let sb = Sandbox::new();
+    let (r, _s) = attack(&sb, Cfg::new(32), h10_files(&links), &["--no-safe-links", "--safe-links"]);
+    r.assert_code(&[0]);
+    assert!(std::fs::symlink_metadata(sb.dest.join("l1")).is_err(), "{}", r.show());
+    let sb = Sandbox::new();
+    let (r, _s) = attack(&sb, Cfg::new(32), h10_files(&links), &["--safe-links", "--no-safe-links"]);
+    r.assert_code(&[0]);
+    assert_eq!(link_target(&sb.dest.join("l1")).as_deref(), Some(&b"/etc/passwd"[..]), "{}", r.show());
 }
 
 #[test]

@@ -9,7 +9,10 @@ use crate::support::{oracle, Module, Rsyncd, TestDir};
 /// First sync into an empty DEST then an update with `--delete`, each
 /// followed by the full-strength oracle (nanosecond mtimes, -c, -H). One
 /// daemon; one source tree per protocol (tree limited to what the protocol
-/// can carry). EXTRA goes to every rmirror run.
+/// can carry). EXTRA goes to every rmirror run, after `--no-safe-links`:
+/// the nasty tree's absolute links (`links/abs`, `links/abs-root`) are part
+/// of what must arrive byte-exact here (the default skips them, see
+/// `safety::safety_safe_links_default_matches_rsync`).
 fn first_then_update(proto: u32, extra: &[&str]) {
     let src = TestDir::new("src");
     matrix_tree(proto).write(src.path());
@@ -19,7 +22,7 @@ fn first_then_update(proto: u32, extra: &[&str]) {
     let url = d.url("pub");
     let dest = TestDir::new("dest");
     let p = format!("--protocol={proto}");
-    let mut args: Vec<&str> = vec![&p];
+    let mut args: Vec<&str> = vec![&p, "--no-safe-links"];
     args.extend_from_slice(extra);
 
     let out = sync(&url, dest.path(), &args);

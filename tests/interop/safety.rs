@@ -184,3 +184,77 @@ fn l06_odd_byte_names_exact_and_escaped() {
     sync(&d.url("pub"), dest.path(), &["-i"]).ok();
     assert_unchanged(&before, dest.path(), "rerun");
 }
+
+/// `--safe-links` is the default (mirroring tools run rsync with it; rsync
+/// 3.4+'s CVE-2024-12088 rules): against the real daemon, a default pull
+/// leaves out exactly the links the real client leaves out with
+/// `--safe-links`, warning once per link; `--no-safe-links` creates them all
+/// verbatim, as the plain real client does.
+#[test]
+fn safety_safe_links_default_matches_rsync() {
+    let unsafe_links: &[(&str, &str)] = &[
+        ("abs", "/etc/passwd"),
+        ("abs-root", "/"),
+        ("up-out", "../x"),
+        ("sub/up-up-out", "../../x"),
+        ("mid-dotdot", "sub/../f"),
+        ("sub/ends-dotdot", "sub2/.."),
+        ("sub/a3", "a/a/a/../../../x"),
+    ];
+    let safe_links: &[(&str, &str)] = &[
+        ("in-tree", "f"),
+        ("dot", "./f"),
+        ("dangling", "does-not-exist"),
+        ("sub/up", "../f"),
+        ("sub/sub2/up-up", "../../f"),
+        ("sub/parent", ".."),
+    ];
+    let mut t = tree::TreeSpec::new().file("f", "f\n").file("sub/g", "g\n").file("sub/sub2/h", "h\n");
+    for (n, target) in unsafe_links.iter().chain(safe_links) {
+        t = t.symlink(n, target);
+    }
+    let (_src, d) = daemon_with(t);
+    let url = d.url("pub");
+    let warning = |n: &str, t: &str| format!("ignoring unsafe symlink \"{n}\" -> \"{t}\"");
+
+    // Default: the real client with --safe-links finds nothing to do.
+    let dest = TestDir::new("dest");
+    fs::write(dest.join("extraneous"), "x\n").unwrap();
+    let out = sync(&url, dest.path(), &["--delete"]);
+    out.ok();
+    oracle::Oracle::new(&url, dest.path()).args(&["--safe-links"]).assert_clean();
+    for (n, target) in unsafe_links {
+        assert!(fs::symlink_metadata(dest.join(n)).is_err(), "unsafe {n} -> {target} created:\n{}", out.show());
+        assert_eq!(out.stderr().matches(&warning(n, target)).count(), 1, "one warning for {n}:\n{}", out.show());
+    }
+    for (n, target) in safe_links {
+        assert_eq!(fs::read_link(dest.join(n)).unwrap().as_os_str(), *target, "{n}");
+        assert!(!out.stderr().contains(&warning(n, target)), "safe {n} warned about:\n{}", out.show());
+    }
+    assert!(!dest.join("extraneous").exists(), "--delete did not run:\n{}", out.show());
+    // The plain oracle sees exactly the skipped links as missing.
+    let mut missing: Vec<String> = oracle::diff(&url, dest.path(), &[]);
+    missing.sort();
+    let mut want: Vec<String> = unsafe_links.iter().map(|(n, t)| format!("cL+++++++++ {n} -> {t}")).collect();
+    want.sort();
+    assert_eq!(missing, want);
+
+    // --no-safe-links: every link verbatim; the plain oracle is clean.
+    let dest2 = TestDir::new("dest2");
+    let out = sync(&url, dest2.path(), &["--no-safe-links"]);
+    out.ok();
+    oracle::assert_clean(&url, dest2.path());
+    for (n, target) in unsafe_links.iter().chain(safe_links) {
+        assert_eq!(fs::read_link(dest2.join(n)).unwrap().as_os_str(), *target, "{n}");
+    }
+    assert!(!out.stderr().contains("unsafe symlink"), "{}", out.show());
+
+    // A default run over that copy with --delete leaves the unsafe links it
+    // skips in place (their names are listed), as the real client does.
+    let before = snapshot(dest2.path());
+    let out = sync(&url, dest2.path(), &["--delete"]);
+    out.ok();
+    assert_unchanged(&before, dest2.path(), "default pull over a --no-safe-links copy");
+    oracle::Oracle::new(&url, dest2.path()).args(&["--safe-links"]).assert_clean();
+    oracle::assert_clean(&url, dest2.path());
+}
