@@ -220,7 +220,7 @@ pub struct XferArgs {
     pub safe_links: bool,
     /// Create every symlink as the server lists it, even `/etc/passwd` or `../../x`
     /// (never followed when writing).
-    #[arg(long, overrides_with = "safe_links")]
+    #[arg(long, overrides_with = "safe_links", hide_short_help = true)]
     pub no_safe_links: bool,
     /// Show what would be transferred, change nothing.
     #[arg(short = 'n', long)]

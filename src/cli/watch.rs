@@ -61,7 +61,7 @@ pub struct WatchArgs {
     pub checksum: bool,
     /// Skip symlinks that point outside the tree, with a warning (the default;
     /// accepted for rsync users' scripts).
-    #[arg(long, overrides_with = "no_safe_links")]
+    #[arg(long, overrides_with = "no_safe_links", hide = true)]
     pub safe_links: bool,
     /// Create every symlink as the server lists it, even `/etc/passwd` or `../../x`.
     #[arg(long, overrides_with = "safe_links")]
