@@ -127,6 +127,16 @@ struct Pulled {
 }
 
 impl Pulled {
+    /// The symlink target the received list gives `name`, if it lists a symlink by that name.
+    fn listed_link(&self, name: &str) -> Option<Vec<u8>> {
+        let l = self.report.list.as_ref()?;
+        l.entries
+            .iter()
+            .flatten()
+            .find(|e| e.name == name.as_bytes() && crate::engine::generator::is_lnk(e.mode))
+            .map(|e| e.link_target().unwrap_or_default().to_vec())
+    }
+
     /// Directory entries of the received list by name.
     fn dirs(&self) -> HashMap<Vec<u8>, (i64, u32, u32)> {
         let mut m = HashMap::new();
@@ -228,6 +238,12 @@ async fn fetch_principal(ctx: &TreeCtx<'_>, st: &TreeState) -> Result<(Principal
         }
     }
     let mut pulled = run_pull(ctx, &ctx.staging, PullWhat::Names(&with_root_entry(&names)), true, FilterList::new()).await?;
+    // Judge the pointer the upstream lists, not only what staging holds: a
+    // link that --safe-links skipped leaves the previous pointer in staging.
+    if let Some(t) = pulled.listed_link(&pname) {
+        let root = principal_root(&pname).unwrap_or("RECENT");
+        check_principal_symlink(root, &String::from_utf8_lossy(&t)).map_err(|e| PassError::Io(e.to_string()))?;
+    }
     let ppath = ctx.staging.join(&pname);
     let md = std::fs::symlink_metadata(&ppath)
         .map_err(|e| PassError::Io(format!("{pname} was not fetched from {}: {e}", ctx.source_display)))?;
