@@ -116,6 +116,9 @@ fn every_help_fits_a_screen_and_shows_an_example() {
     let all = Command::new(BIN).args(["sync", "--help-all"]).output().unwrap();
     let text = String::from_utf8_lossy(&all.stdout);
     assert!(text.contains("--checksum-choice") && text.contains("--write-recent"), "{text}");
+    let all = Command::new(BIN).args(["watch", "--help-all"]).output().unwrap();
+    let text = String::from_utf8_lossy(&all.stdout);
+    assert!(text.contains("--dirtymark-min-interval") && text.contains("--stop-after"), "{text}");
 }
 
 #[test]

@@ -113,10 +113,12 @@ pub enum Cmd {
         json: bool,
     },
     /// Follow the upstream's RECENT change logs and keep DEST seconds behind it (instant mirroring).
-    #[command(after_help = "Examples:\n  rmirror watch rsync://cpan-rsync.perl.org/CPAN/ /srv/cpan/\n  rmirror watch --tree authors --tree modules rsync://cpan-rsync.perl.org/CPAN/ /srv/cpan/\n  rmirror watch --once --json --since -2h rsync://localhost/cpan/ /srv/cpan/")]
+    #[command(disable_help_flag = true, after_help = "Examples:\n  rmirror watch rsync://cpan-rsync.perl.org/CPAN/ /srv/cpan/\n  rmirror watch --tree authors --tree modules rsync://cpan-rsync.perl.org/CPAN/ /srv/cpan/\n  rmirror watch --once --json --since -2h rsync://localhost/cpan/ /srv/cpan/\n\n--help-all lists every option.")]
     Watch {
         src: String,
         dest: PathBuf,
+        #[command(flatten)]
+        help: gen::HelpArgs,
         #[command(flatten)]
         conn: ConnArgs,
         #[command(flatten)]
@@ -413,7 +415,7 @@ async fn run(cli: Cli, sub: Option<ArgMatches>) -> Result<ExitCode, CliError> {
             let m = sub.ok_or_else(|| CliError::syntax("internal: no sub-matches"))?;
             cmd_sync(&src, dest, &conn, &xfer, &m, if json { Mode::CompareJson } else { Mode::Compare }, None, None).await
         }
-        Cmd::Watch { src, dest, conn, watch } => watch::cmd_watch(&src, dest, &conn, &watch).await,
+        Cmd::Watch { src, dest, conn, watch, .. } => watch::cmd_watch(&src, dest, &conn, &watch).await,
         Cmd::Run(a) => run::cmd_run(&a).await,
         Cmd::Status(a) => status::cmd_status(&a).await,
         Cmd::Probe(a) => probe::cmd_probe(&a).await,

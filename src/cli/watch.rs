@@ -26,10 +26,10 @@ pub struct WatchArgs {
     pub since: Option<String>,
     /// Also do a full sync (with --delete) when the last one is older than
     /// INTERVAL (`6h`, `1d`, `1W`, or seconds).
-    #[arg(long, value_name = "INTERVAL")]
+    #[arg(long, value_name = "INTERVAL", hide_short_help = true)]
     pub full_every: Option<String>,
     /// Full sync when the last caught-up pass is older than INTERVAL.
-    #[arg(long, value_name = "INTERVAL")]
+    #[arg(long, value_name = "INTERVAL", hide_short_help = true)]
     pub max_age: Option<String>,
     /// Start with a full sync.
     #[arg(long)]
@@ -41,37 +41,37 @@ pub struct WatchArgs {
     /// Least time between two full syncs caused by dirtymark changes (`1h`,
     /// `30m`, seconds; 0 = no limit): a dirtymark that flaps does not cause
     /// a full sync on every pass. Meanwhile the index is followed.
-    #[arg(long, value_name = "INTERVAL", default_value = "1h")]
+    #[arg(long, value_name = "INTERVAL", default_value = "1h", hide_short_help = true)]
     pub dirtymark_min_interval: String,
     /// Follow this subdirectory's own RECENT files as a separate tree
     /// (repeatable; e.g. `--tree authors --tree modules` for CPAN). Default: SRC itself.
     #[arg(long, value_name = "SUBDIR")]
     pub tree: Vec<String>,
     /// Where state and staged RECENT files live (default DEST.rmirror, next to DEST).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", hide_short_help = true)]
     pub state_dir: Option<PathBuf>,
     /// Most paths per session.
-    #[arg(long, value_name = "N", default_value_t = plan::DEFAULT_MAX_FILES_PER_PULL)]
+    #[arg(long, value_name = "N", default_value_t = plan::DEFAULT_MAX_FILES_PER_PULL, hide_short_help = true)]
     pub max_files: usize,
     /// Seconds one pass may spend on a catch-up before returning to the principal file.
-    #[arg(long, value_name = "SECS", default_value_t = plan::DEFAULT_PASS_BUDGET_SECS)]
+    #[arg(long, value_name = "SECS", default_value_t = plan::DEFAULT_PASS_BUDGET_SECS, hide_short_help = true)]
     pub budget: u64,
     /// Compare file contents (rsync -c) for the fetched paths.
-    #[arg(short = 'c', long)]
+    #[arg(short = 'c', long, hide_short_help = true)]
     pub checksum: bool,
     /// Skip symlinks that point outside the tree, with a warning (the default;
     /// accepted for rsync users' scripts).
     #[arg(long, overrides_with = "no_safe_links", hide = true)]
     pub safe_links: bool,
     /// Create every symlink as the server lists it, even `/etc/passwd` or `../../x`.
-    #[arg(long, overrides_with = "safe_links")]
+    #[arg(long, overrides_with = "safe_links", hide_short_help = true)]
     pub no_safe_links: bool,
     /// JSON on stdout: one object per pass, one per line (JSON lines), or with
     /// --once one document with every pass report. See docs/json.md.
     #[arg(long)]
     pub json: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; a bare port binds loopback).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", hide_short_help = true)]
     pub metrics: Option<String>,
     #[command(flatten)]
     pub publish: super::publish_args::PublishArgs,
