@@ -219,12 +219,24 @@ struct Principal {
 }
 
 fn read_staged(staging: &Path, name: &str) -> Result<Option<RecentFile>, PassError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let p = staging.join(name);
-    let data = match std::fs::read(&p) {
-        Ok(d) => d,
+    // Never through a symlink: under --no-safe-links the upstream can stage
+    // `RECENT-1d.json -> /some/local/file`, which must not be read (and then
+    // republished) from the local disk. The principal pointer is resolved by
+    // hand before this is called, so a symlink here is always refused.
+    let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&p);
+    let mut f = match opened {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(PassError::Io(format!("{name} is a symlink at the upstream, not a RECENT file; refused")))
+        }
         Err(e) => return Err(PassError::Io(format!("cannot read {}: {e}", p.display()))),
     };
+    let mut data = Vec::new();
+    f.read_to_end(&mut data).map_err(|e| PassError::Io(format!("cannot read {}: {e}", p.display())))?;
     parse_recent(&data, name).map(Some).map_err(PassError::Recent)
 }
 
@@ -825,6 +837,26 @@ mod tests {
         );
         assert_eq!(vanished_name(r#"file has vanished: "a b/c" (in pub)"#).as_deref(), Some("a b/c"));
         assert_eq!(vanished_name(r#"rsync: [sender] send_files failed to open "x" (in pub): Permission denied (13)"#), None);
+    }
+
+    /// A staged chain file that is a symlink (possible under --no-safe-links)
+    /// is refused, never read through; a plain one is parsed.
+    #[test]
+    fn staged_recent_files_are_never_read_through_a_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let json = r#"{"meta":{"interval":"1d","protocol":1,"aggregator":["Z"]},"recent":[{"epoch":"1700000000.5","path":"a/b","type":"new"}]}"#;
+        let outside = d.path().join("local-secret.json");
+        std::fs::write(&outside, json).unwrap();
+        let staging = d.path().join("staging");
+        std::fs::create_dir(&staging).unwrap();
+        std::os::unix::fs::symlink(&outside, staging.join("RECENT-1d.json")).unwrap();
+        match read_staged(&staging, "RECENT-1d.json") {
+            Err(PassError::Io(m)) => assert!(m.contains("symlink"), "{m}"),
+            other => panic!("a symlinked RECENT file was not refused: {other:?}"),
+        }
+        std::fs::write(staging.join("RECENT-1h.json"), json.replace("1d", "1h")).unwrap();
+        assert!(matches!(read_staged(&staging, "RECENT-1h.json"), Ok(Some(_))));
+        assert!(matches!(read_staged(&staging, "RECENT-6h.json"), Ok(None)));
     }
 
     #[test]
