@@ -1903,7 +1903,8 @@ pub struct Run {
     pub stderr: String,
     pub elapsed: Duration,
     pub timed_out: bool,
-    /// Peak resident set of the child, KiB (wait4 rusage).
+    /// Peak resident set of the child, KiB: its VmHWM sampled every 10 ms
+    /// while it runs (wait4 rusage only if it ended before the first sample).
     pub maxrss_kb: i64,
     pub cmd: String,
 }
@@ -2026,7 +2027,16 @@ impl Child {
         let mut status: libc::c_int = 0;
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         let mut timed_out = false;
+        // The child's own peak, sampled while it runs. ru_maxrss is not
+        // enough: std starts children with posix_spawn (CLONE_VM|CLONE_VFORK),
+        // and execve records the high-water mark of the mm it replaces, which
+        // is this test process's, so a big test binary makes every child look
+        // as big as itself (seen: 257 MiB for a 10 MiB rmirror).
+        let mut hwm_kb: Option<i64> = None;
         loop {
+            if let Some(kb) = vm_hwm_kb(self.pid) {
+                hwm_kb = Some(hwm_kb.map_or(kb, |h| h.max(kb)));
+            }
             let r = unsafe { libc::wait4(self.pid, &mut status, libc::WNOHANG, &mut ru) };
             if r == self.pid {
                 break;
@@ -2052,8 +2062,16 @@ impl Child {
         };
         // std's Child must not wait again; forget it.
         std::mem::forget(self.child);
-        Run { code, signal, stdout, stderr, elapsed, timed_out, maxrss_kb: ru.ru_maxrss, cmd: self.cmd }
+        let maxrss_kb = hwm_kb.unwrap_or(ru.ru_maxrss);
+        Run { code, signal, stdout, stderr, elapsed, timed_out, maxrss_kb, cmd: self.cmd }
     }
+}
+
+/// `VmHWM` of a live process in KiB (None once it is a zombie or gone).
+fn vm_hwm_kb(pid: i32) -> Option<i64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Run `rmirror ARGS` to completion (killed after `timeout`).
