@@ -371,6 +371,62 @@ fn one_pass_fetches_exactly_the_changes_100k() {
     one_pass_exactly_the_changes(100_000);
 }
 
+/// L9 at scale (nightly): a 1,000,000-file tree (`RMIRROR_L9_FILES`, e.g.
+/// 10000000 for the plan's full size, ~16 GB of inodes and hours here) and
+/// 1,000 changes in one interval. One pass must ask the daemon for exactly
+/// the new and changed paths, apply the deletions, and leave the oracle
+/// empty against the whole tree.
+#[test]
+#[ignore = "nightly: 1M files (~5 min here, ~8 GB of 4 KiB blocks for source and copy); run: cargo test --test recent l9_thousand_changes_in_a_million_files -- --ignored --nocapture (RMIRROR_L9_FILES=10000000 for the full plan size)"]
+fn l9_thousand_changes_in_a_million_files() {
+    let n: usize = std::env::var("RMIRROR_L9_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let t = Instant::now();
+    let mut s = setup(n, 9);
+    eprintln!("L9: {n} files built and fully synced in {:?}", t.elapsed());
+    let files = some_files(s.src.path(), 20_000);
+    let mut want = Vec::new();
+    // 400 new files in 40 new author directories, 100 next to existing files
+    for i in 0..400 {
+        let p = format!("authors/id/Z/ZZ/ZZNEW{}/New-{i}.tar.gz", i % 40);
+        s.prod.write_file(&p, format!("new {i}\n").as_bytes());
+        want.push(p);
+    }
+    for i in 0..100 {
+        let p = format!("{}/Fresh-{i}.tar.gz", Path::new(&files[i * 97]).parent().unwrap().display());
+        s.prod.write_file(&p, b"fresh upload");
+        want.push(p);
+    }
+    // 300 changed files, 200 deleted files
+    for i in 0..300 {
+        let p = files[10_000 + i * 11].clone();
+        s.prod.write_file(&p, format!("changed {i}: {}", "y".repeat(i % 50)).as_bytes());
+        want.push(p);
+    }
+    let mut gone = Vec::new();
+    for i in 0..200 {
+        let p = files[15_000 + i * 23].clone();
+        s.prod.delete_file(&p);
+        gone.push(p);
+    }
+    s.prod.publish();
+    want.sort();
+    let before = s.d.transfer_log().len();
+    let t = Instant::now();
+    let doc = watch_once(&s.d, &s.dest, &[]);
+    let took = t.elapsed();
+    let ps = passes(&doc);
+    assert!(ps.iter().all(|p| p["kind"] == "incremental"), "{doc:#}");
+    assert_eq!(ps.last().unwrap()["complete"], true, "{doc:#}");
+    let mut sent = sent_since(&s.d, before);
+    sent.sort();
+    assert_eq!(sent, want, "the daemon sent exactly the 800 new and changed paths");
+    for g in &gone {
+        assert!(!s.dest.join(g).exists(), "{g} was deleted upstream but is still in DEST");
+    }
+    oracle::assert_clean(&s.d.url("pub"), &s.dest);
+    eprintln!("L9: {n} files, 1000 changes: incremental pass took {took:?}");
+}
+
 /// The reference's default serializer: an upstream publishing
 /// `RECENT-*.yaml` (YAML::Syck's layout).  Nothing names the format: the
 /// planner learns it from `RECENT.recent`'s target, then — with the pointer
