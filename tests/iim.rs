@@ -324,6 +324,38 @@ fn startup_rule_full_sync_max_run_time_and_quiet() {
     oracle::assert_clean(&up.d.url("pub"), &dest);
 }
 
+/// F7 for iim: `pass_timeout` (an rmirror extension, `watch --stop-after`
+/// per pass) ends a pass that a server trickles below the I/O timeout: the
+/// pass fails with the deadline named, nothing is left half-written, the
+/// loop carries on, and without the trickle the next run converges.
+#[test]
+fn pass_timeout_ends_a_trickled_pass() {
+    use support::faultproxy::{Dir, FaultProxy, Faults};
+    let mut up = upstream(40, 7);
+    up.prod.write_file("authors/id/S/SL/SLOW/Slow-1.0.tar.gz", &vec![7u8; 200_000]);
+    up.prod.publish();
+    let work = TestDir::new("iim-slow");
+    let dest = work.join("CPAN");
+    std::fs::write(work.join("iim.conf"), "local CPAN\nremote 127.0.0.1::pub\n+/RECENT.recent\nsleep_main_loop 1\nsleep_init_epoch 1\ntimeout 30\nscoreboard_file sb.json\n").unwrap();
+    let p = FaultProxy::start(up.d.port(), Faults::down(Dir::default().trickle(3000, Duration::from_millis(300))).hold_max(Duration::from_secs(30)));
+    let remote = format!("{}RECENT.recent", p.url("pub"));
+    let t = Instant::now();
+    let o = iim(work.path(), &["-f", "-c", "iim.conf", "--remote", &remote, "--pass_timeout", "2", "--max_run_time", "7"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    let out = text(&o);
+    assert!(out.contains("overall deadline reached (pass_timeout 2"), "{out}");
+    let j = json(&work.join("sb.json")).unwrap();
+    assert!(j["failures"].as_u64().unwrap() >= 2, "each pass should hit the deadline: {j:#}");
+    assert!(j["last_error"]["message"].as_str().unwrap_or("").contains("overall deadline reached"), "{j:#}");
+    assert!(support::evil::temps_under(&dest).is_empty(), "temps left: {:?}", support::evil::temps_under(&dest));
+    drop(p);
+    let remote = format!("rsync://127.0.0.1:{}/pub/RECENT.recent", up.d.port());
+    let o = iim(work.path(), &["-f", "-c", "iim.conf", "--remote", &remote, "--pass_timeout", "60", "--max_run_time", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    oracle::assert_clean(&up.d.url("pub"), &dest);
+}
+
 #[test]
 fn runs_as_iim_through_a_symlink_and_compares_with_m() {
     let mut up = upstream(80, 3);

@@ -51,7 +51,9 @@
 //! errors by exit code, the stuck alarm, …) while iim runs; `log_format
 //! text|json` (also `rmirror --log-format json iim …` or
 //! `RMIRROR_LOG_FORMAT`) writes the log lines as JSON objects. Both are read
-//! at start-up.
+//! at start-up. `pass_timeout SPAN` is a deadline for each pass (exit 30,
+//! nothing deleted, the loop goes on), so a trickling server cannot hold a
+//! pass below the I/O `timeout` forever.
 //!
 //! Scoreboard templates substitute `{{name}}` (HTML-escaped) for every name
 //! of the text scoreboard (`pid`, `started`, `updated`, `loops`, `failures`,
@@ -258,6 +260,7 @@ fn watch_config(l: &Loaded, a: &IimArgs, first: bool, since: Option<Epoch>) -> W
     w.max_age = Some(START_MAX_AGE);
     w.force_full = first && a.full_sync;
     w.allow_full_syncs = a.allow_full_syncs(l.cfg.allow_full_syncs);
+    w.pass_deadline = l.cfg.pass_timeout.map(|t| (span_dur(t), format!("pass_timeout {t}")));
     let back = span_dur(l.cfg.sleep_init_epoch);
     if !back.is_zero() {
         w.error_backoff = back;
@@ -400,6 +403,7 @@ fn config_json(cfg: &IimConfig, level: LogLevel) -> (serde_json::Value, serde_js
         "iim_umask": cfg.iim_umask.map(|m| format!("{m:03o}")),
         "metrics_listen": cfg.metrics_listen.map(|a| a.to_string()),
         "log_format": cfg.log_format,
+        "pass_timeout": cfg.pass_timeout.map(secs),
         "files": cfg.files,
         "not_needed": cfg.not_needed.iter().map(|n| json!({"key": n.key, "value": n.value, "file": n.file, "line": n.line})).collect::<Vec<_>>(),
     });
@@ -418,6 +422,7 @@ fn config_json(cfg: &IimConfig, level: LogLevel) -> (serde_json::Value, serde_js
         "iim_umask": null,
         "metrics_listen": null,
         "log_format": "text",
+        "pass_timeout": null,
     });
     (c, d)
 }

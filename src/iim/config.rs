@@ -77,6 +77,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "prog_iim",
     "metrics_listen",
     "log_format",
+    "pass_timeout",
 ];
 
 /// Keys accepted for compatibility but not needed by rmirror (it uses its
@@ -481,6 +482,11 @@ pub struct IimConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// rmirror extension: `text` or `json` log lines; `None` = the default.
     pub log_format: Option<String>,
+    /// rmirror extension: an overall deadline for each pass (`--stop-after`
+    /// of `watch`), so a server trickling bytes below `timeout` cannot hold
+    /// a pass forever: the pass fails with exit 30, nothing deleted, and the
+    /// loop goes on. `None` = no deadline.
+    pub pass_timeout: Option<Span>,
 }
 
 fn bad(e: &RawEntry, why: impl Into<String>) -> ConfigError {
@@ -558,6 +564,7 @@ impl IimConfig {
             files,
             not_needed: Vec::new(),
             metrics_listen: None,
+            pass_timeout: None,
             log_format: None,
         };
         for e in entries {
@@ -631,6 +638,7 @@ impl IimConfig {
                     file: e.file.clone(),
                     line: e.line,
                 }),
+                "pass_timeout" => c.pass_timeout = opt_span(e)?.filter(|s| s.as_secs_f64() > 0.0),
                 "metrics_listen" if is_empty(e) => c.metrics_listen = None,
                 "metrics_listen" => c.metrics_listen = Some(crate::metrics::parse_addr(&e.value).map_err(|why| bad(e, why))?),
                 "log_format" if is_empty(e) => c.log_format = None,
@@ -1042,6 +1050,17 @@ mod tests {
             assert!(matches!(err, ConfigError::BadValue { .. }), "{bad}: {err}");
         }
         assert_eq!(parse_config(minimal(), "iim.conf", &[], &mut NoIncludes).unwrap().metrics_listen, None);
+    }
+
+    #[test]
+    fn rmirror_extension_pass_timeout() {
+        let c = parse_config(&format!("{}pass_timeout 15m\n", minimal()), "iim.conf", &[], &mut NoIncludes).unwrap();
+        assert_eq!(c.pass_timeout, Some(Span::from_secs(900)));
+        let c = parse_config(&format!("{}pass_timeout 0\n", minimal()), "iim.conf", &[], &mut NoIncludes).unwrap();
+        assert_eq!(c.pass_timeout, None);
+        assert_eq!(parse_config(minimal(), "iim.conf", &[], &mut NoIncludes).unwrap().pass_timeout, None);
+        let err = parse_config(&format!("{}pass_timeout soon\n", minimal()), "iim.conf", &[], &mut NoIncludes).unwrap_err();
+        assert!(matches!(err, ConfigError::BadValue { .. }), "{err}");
     }
 
     #[test]
