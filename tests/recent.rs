@@ -834,6 +834,7 @@ fn h36_hostile_recent_paths_refused_before_any_change() {
     std::fs::write(&principal, &with_good).unwrap();
     let rr = s.src.join("RECENT.recent");
     let target = std::fs::read_link(&rr).ok();
+    let rr_mtime = std::os::unix::fs::MetadataExt::mtime(&std::fs::symlink_metadata(&rr).unwrap());
     std::fs::remove_file(&rr).unwrap();
     std::os::unix::fs::symlink("../../etc/passwd", &rr).unwrap();
     let before = tree_state(&s.dest);
@@ -847,6 +848,11 @@ fn h36_hostile_recent_paths_refused_before_any_change() {
     // Honest again: converges.
     std::fs::remove_file(&rr).unwrap();
     std::os::unix::fs::symlink(target.unwrap_or_else(|| PathBuf::from("RECENT-1h.json")), &rr).unwrap();
+    // A whole second later than the pointer DEST holds: like rsync, rmirror
+    // compares a same-target symlink's mtime in whole seconds, while the
+    // oracle compares nanoseconds, so a re-created link in the same second
+    // as the old one would differ only below what either client checks.
+    tree::set_mtime(&rr, rr_mtime + 7, 0);
     assert!(tree_state(s.src.path()) == good_state);
     watch_once(&s.d, &s.dest, &[]);
     oracle::assert_clean(&s.d.url("pub"), &s.dest);
