@@ -377,20 +377,26 @@ fn publish_recent(ctx: &TreeCtx<'_>, dest: &Dest, chain_names: &[String], princi
 }
 
 /// How many local entries deleting `paths` (relative to `dest`) would remove,
-/// counting a directory with everything below it and never following a
-/// symlink; counting stops at `cap`.
-fn count_local_entries(dest: &Path, paths: &[&str], cap: u64) -> u64 {
+/// counting a directory with everything below it; counting stops at `cap`.
+/// It walks through `dest`'s no-follow handles, as [`apply_deletes`] and
+/// [`dest::DirHandle::remove_all`] do, so it counts exactly what they would
+/// remove and never looks through a symlink.
+fn count_local_entries(dest: &Dest, paths: &[&str], cap: u64) -> u64 {
     let mut n = 0u64;
-    let mut stack: Vec<PathBuf> = paths.iter().map(|p| dest.join(p)).collect();
-    while let Some(p) = stack.pop() {
-        if n >= cap {
-            break;
-        }
-        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
-        n += 1;
-        if md.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                stack.extend(rd.flatten().map(|e| e.path()));
+    for p in paths {
+        let (parent, base) = dest::split_parent(p.as_bytes());
+        let Ok(dir) = dest.dir(parent) else { continue };
+        let mut stack = vec![(dir, base.to_vec())];
+        while let Some((dir, name)) = stack.pop() {
+            if n >= cap {
+                return n;
+            }
+            let Ok(Some(m)) = dir.stat(&name) else { continue };
+            n += 1;
+            if m.kind == Kind::Dir {
+                if let Ok((sub, children)) = dir.open_dir(&name).and_then(|sub| Ok((sub.clone(), sub.list()?))) {
+                    stack.extend(children.into_iter().map(|c| (sub.clone(), c)));
+                }
             }
         }
     }
@@ -660,7 +666,7 @@ pub(crate) async fn pass(ctx: &TreeCtx<'_>, budget: Option<Duration>, force_full
     // directory with everything below it) before anything is changed.
     if let Some(max) = ctx.cfg.max_delete {
         let dels: Vec<&str> = todo.iter().filter(|a| a.kind == EventType::Delete).map(|a| a.path.as_str()).collect();
-        let n = count_local_entries(&ctx.dest, &dels, max.saturating_add(1));
+        let n = count_local_entries(&dest, &dels, max.saturating_add(1));
         if n > max {
             return Err(PassError::Pull {
                 msg: format!(
