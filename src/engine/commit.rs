@@ -130,6 +130,23 @@ pub fn publish_one(ctx: &Ctx, dir: &dest::DirHandle, base: &[u8], name: &[u8], t
     Ok(())
 }
 
+/// The end of one finished temp `tmp` for the entry `name` (in `dir`, global
+/// index `ndx`): renamed into place now (`Ok(None)`, rsync's default), or
+/// handed back to be staged for the end of the run (`Ok(Some(_))`:
+/// `--delay-updates`, dry runs, late-publish paths). A failed rename removes
+/// the temp. Shared by the receiver (regular files) and the generator
+/// (symlinks, devices).
+pub fn place(ctx: &Ctx, dir: &dest::DirHandle, name: &[u8], tmp: Vec<u8>, ndx: i32) -> std::io::Result<Option<Staged>> {
+    if !ctx.publishes_at_once(name) {
+        return Ok(Some(Staged { ndx, name: name.to_vec(), tmp }));
+    }
+    let base = dest::split_parent(name).1;
+    publish_one(ctx, dir, base, name, &tmp, ndx).inspect_err(|_| {
+        let _ = dir.unlink(&tmp);
+    })?;
+    Ok(None)
+}
+
 /// Rename staged temps into place, in list order: either the ordinary staged
 /// paths (`late_pass = false`) or only those matching `late` (`late_pass =
 /// true`), which the caller publishes after everything else.

@@ -530,17 +530,12 @@ impl Generator {
 
 impl Generator {
     /// A finished symlink or device temp: renamed into place at once, or
-    /// staged for the end of the run (`--delay-updates`, late paths). A
-    /// failed rename removes the temp.
-    fn place(&mut self, ndx: i32, e: &FileEntry, dir: &dest::DirHandle, base: &[u8], tmp: Vec<u8>, rep: &mut GenReport) -> std::io::Result<()> {
-        if !self.ctx.publishes_at_once(&e.name) {
-            rep.staged.push(Staged { ndx, name: e.name.clone(), tmp });
-            return Ok(());
+    /// staged for the end of the run ([`crate::engine::commit::place`]).
+    fn place(&mut self, ndx: i32, e: &FileEntry, dir: &dest::DirHandle, tmp: Vec<u8>, rep: &mut GenReport) -> std::io::Result<()> {
+        match crate::engine::commit::place(&self.ctx, dir, &e.name, tmp, ndx)? {
+            Some(staged) => rep.staged.push(staged),
+            None => rep.published += 1,
         }
-        crate::engine::commit::publish_one(&self.ctx, dir, base, &e.name, &tmp, ndx).inspect_err(|_| {
-            let _ = dir.unlink(&tmp);
-        })?;
-        rep.published += 1;
         Ok(())
     }
 
@@ -808,7 +803,7 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
             if ctx.opts.am_root && (ctx.opts.owner || ctx.opts.group) {
                 let _ = dir.chown(&tmp, ctx.owner_of(e), ctx.group_of(e));
             }
-            self.place(ndx, e, &dir, base, tmp, rep)?;
+            self.place(ndx, e, &dir, tmp, rep)?;
         }
         return Ok(());
     }
@@ -835,7 +830,7 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
             if ctx.opts.owner || ctx.opts.group {
                 dir.chown(&tmp, ctx.owner_of(e), ctx.group_of(e))?;
             }
-            self.place(ndx, e, &dir, base, tmp, rep)?;
+            self.place(ndx, e, &dir, tmp, rep)?;
         }
         return Ok(());
     }

@@ -360,20 +360,17 @@ impl Receiver {
             self.rep.failed.push(cur.ndx);
             return Outcome::Failed;
         }
-        if self.ctx.publishes_at_once(&e.name) {
-            // rsync's default: the verified file takes its final name now, so
-            // nothing about it stays in memory until the end of the run.
-            drop(f);
-            let base = dest::split_parent(&e.name).1;
-            if let Err(err) = crate::engine::commit::publish_one(&self.ctx, &cur.dir, base, &e.name, &cur.tmp, cur.ndx) {
-                let _ = cur.dir.unlink(&cur.tmp);
+        // rsync's default publishes the verified file now, so nothing about
+        // it stays in memory until the end of the run.
+        drop(f);
+        match crate::engine::commit::place(&self.ctx, &cur.dir, &e.name, cur.tmp, cur.ndx) {
+            Ok(Some(staged)) => self.rep.staged.push(staged),
+            Ok(None) => self.rep.published += 1,
+            Err(err) => {
                 self.ctx.monitor.local_error(&format!("{name}: {err}"));
                 self.rep.failed.push(cur.ndx);
                 return Outcome::Failed;
             }
-            self.rep.published += 1;
-        } else {
-            self.rep.staged.push(Staged { ndx: cur.ndx, name: e.name.clone(), tmp: cur.tmp });
         }
         self.rep.files += 1;
         self.rep.bytes_written += cur.written;
