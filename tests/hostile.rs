@@ -710,6 +710,18 @@ fn bad_token_indices() -> [Vec<u8>; 2] {
     [vec![0xBFu8], long]
 }
 
+/// The server's answer for the requested file: `raw` as its token stream,
+/// then the end token and the new file's checksum.
+fn sends_tokens(raw: Vec<u8>) -> impl Fn(&mut evil::Conn, &evil::Req) -> Reply + Send + Sync + Clone + 'static {
+    move |c, req| {
+        c.echo(req.ndx, req.iflags, req.head);
+        c.data(&raw);
+        c.data([0u8]);
+        c.file_sum(&new_f());
+        Reply::Handled
+    }
+}
+
 #[test]
 fn h22_zstd_invalid_data() {
     // Invalid compressed data.
@@ -728,13 +740,7 @@ fn h22_zstd_invalid_data() {
 fn h22_zstd_bad_token_index() {
     // Relative token index pointing past the end; TOKEN_LONG with INT32_MIN.
     for raw in bad_token_indices() {
-        let (r, _sb, _s) = transfer_case_ext(Cfg::new(32), &["--compress-choice=zstd"], move |c, req| {
-            c.echo(req.ndx, req.iflags, req.head);
-            c.data(&raw);
-            c.data([0u8]);
-            c.file_sum(&new_f());
-            Reply::Handled
-        });
+        let (r, _sb, _s) = transfer_case_ext(Cfg::new(32), &["--compress-choice=zstd"], sends_tokens(raw));
         r.assert_code(REFUSED);
     }
 }
@@ -819,13 +825,7 @@ fn h22_zlib_bad_token_index() {
     // Relative token index past the end; TOKEN_LONG with INT32_MIN.
     for (proto, how) in ZLIB_MODES {
         for raw in bad_token_indices() {
-            let (r, _sb, _s) = zlib_case(proto, how, move |c, req| {
-                c.echo(req.ndx, req.iflags, req.head);
-                c.data(&raw);
-                c.data([0u8]);
-                c.file_sum(&new_f());
-                Reply::Handled
-            });
+            let (r, _sb, _s) = zlib_case(proto, how, sends_tokens(raw));
             r.assert_code(REFUSED);
         }
     }
