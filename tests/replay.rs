@@ -261,7 +261,7 @@ fn check(fx: &Fixture, src: &Source, t: &Transcript, chunking: &[usize]) -> Vec<
         .entries
         .iter()
         .flatten()
-        .map(|e| e.name.clone())
+        .map(|e| e.name.to_vec())
         .filter(|n| n != b".")
         .collect();
     if names != src.all {
@@ -278,7 +278,7 @@ fn check(fx: &Fixture, src: &Source, t: &Transcript, chunking: &[usize]) -> Vec<
         if !e.is_reg() {
             continue;
         }
-        let group = src.hard_links.iter().position(|g| g.contains(&e.name));
+        let group = src.hard_links.iter().position(|g| g.contains(&e.name.to_vec()));
         if let Some(g) = group {
             if seen_groups.contains(&g) {
                 continue;
@@ -314,7 +314,7 @@ fn check(fx: &Fixture, src: &Source, t: &Transcript, chunking: &[usize]) -> Vec<
                 hex(&f.computed_sum)
             ));
         }
-        match src.files.get(&e.name) {
+        match src.files.get(e.name.as_bytes()) {
             None => bad.push(format!(
                 "{tag}: {shown} is not a regular file in the source"
             )),

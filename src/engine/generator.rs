@@ -381,7 +381,7 @@ impl Generator {
         let mut rep = GenReport::default();
         for e in list.entries.iter().flatten() {
             if is_dir(e.mode) && e.flags & FLAG_CONTENT_DIR != 0 {
-                self.content_dirs.insert(e.name.clone());
+                self.content_dirs.insert(e.name.to_vec());
             }
         }
         self.scan_extraneous(list, parent, &mut rep);
@@ -391,7 +391,7 @@ impl Generator {
             rep.total_size += if is_reg(e.mode) { e.size } else { 0 };
             if is_dir(e.mode) {
                 rep.dirs.push(DirAttr {
-                    name: e.name.clone(),
+                    name: e.name.to_vec(),
                     mode: e.mode,
                     mtime: e.mtime,
                     mtime_nsec: e.mtime_nsec,
@@ -450,7 +450,7 @@ impl Generator {
             for e in list.entries.iter().flatten() {
                 if is_dir(e.mode) && e.flags & FLAG_CONTENT_DIR != 0 && allowed(&e.name) {
                     let key: &[u8] = if e.name == b"." { b"" } else { &e.name };
-                    described.push((e.name.clone(), children.remove(key).unwrap_or_default()));
+                    described.push((e.name.to_vec(), children.remove(key).unwrap_or_default()));
                 }
             }
         }
@@ -629,7 +629,7 @@ fn perms_differ(ctx: &Ctx, e: &FileEntry, m: &Meta) -> bool {
 fn item(code: &str, e: &FileEntry) -> Item {
     Item {
         code: code.to_string(),
-        name: e.name.clone(),
+        name: e.name.to_vec(),
         is_dir: is_dir(e.mode),
         link_target: if is_lnk(e.mode) { e.link_target().map(<[u8]>::to_vec) } else { None },
         hardlink_to: None,
@@ -839,7 +839,7 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
         (Some(key), true) => match self.leaders.get(&key) {
             Some(l) => Some(l.clone()),
             None => {
-                self.leaders.insert(key, e.name.clone());
+                self.leaders.insert(key, e.name.to_vec());
                 None
             }
         },
@@ -855,7 +855,7 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
             let mut it = item("hf+++++++++", e);
             it.hardlink_to = Some(le.clone());
             ctx.monitor.item(&it);
-            rep.links.push(Link { follower: e.name.clone(), leader: le });
+            rep.links.push(Link { follower: e.name.to_vec(), leader: le });
         }
         return Ok(());
     }

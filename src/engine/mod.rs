@@ -684,7 +684,7 @@ fn update_marker(list: &FileList, patterns: &[Vec<u8>]) -> Option<Vec<u8>> {
         .flatten()
         .filter(|e| e.name != b"." && !e.name.contains(&b'/'))
         .find(|e| patterns.iter().any(|p| crate::filter::wildmatch(p, &e.name)))
-        .map(|e| e.name.clone())
+        .map(|e| e.name.to_vec())
 }
 
 /// Refuse names the server should never have sent: ones our own filter rules

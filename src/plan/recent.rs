@@ -143,7 +143,7 @@ impl Pulled {
         if let Some(l) = &self.report.list {
             for e in l.entries.iter().flatten() {
                 if e.is_dir() {
-                    m.insert(e.name.clone(), (e.mtime, e.mtime_nsec, e.mode));
+                    m.insert(e.name.to_vec(), (e.mtime, e.mtime_nsec, e.mode));
                 }
             }
         }

@@ -18,6 +18,7 @@
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
+pub use super::name::Name;
 use super::wire::{malformed, DResult, DecodeError, Reader};
 
 // ---------------------------------------------------------------------------
@@ -206,7 +207,8 @@ pub enum HardLinkKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     /// Full relative path, `/`-separated, raw bytes; `.` for the root.
-    pub name: Vec<u8>,
+    /// Decoded lists keep all their names in one shared chunk (see [`Name`]).
+    pub name: Name,
     pub size: i64,
     pub mtime: i64,
     /// Present iff `preserve_uid`.
@@ -236,8 +238,8 @@ pub struct EntryExtra {
 
 impl FileEntry {
     /// An entry with only a name and a mode (everything else zero or absent).
-    pub fn new(name: Vec<u8>, mode: u32) -> Self {
-        FileEntry { name, size: 0, mtime: 0, uid: None, gid: None, mode, mtime_nsec: 0, flags: 0, hlink_first: false, extra: None }
+    pub fn new(name: impl Into<Name>, mode: u32) -> Self {
+        FileEntry { name: name.into(), size: 0, mtime: 0, uid: None, gid: None, mode, mtime_nsec: 0, flags: 0, hlink_first: false, extra: None }
     }
     /// (major, minor) for char/block devices iff `preserve_devices`.
     pub fn rdev(&self) -> Option<(u32, u32)> {
@@ -324,7 +326,6 @@ pub enum FlistProgress {
 /// across all lists of a connection.
 #[derive(Debug, Clone, Default)]
 struct Prev {
-    name: Vec<u8>,
     mode: u32,
     mtime: i64,
     uid: u32,
@@ -352,6 +353,9 @@ struct Partial {
     ndx_start: i32,
     parent: Option<Vec<u8>>,
     entries: Vec<FileEntry>,
+    /// Every entry's name, back to back; the entries' names are pending
+    /// ranges of it until the list is complete and this becomes their chunk.
+    names: Vec<u8>,
     io_error: i32,
     uid_names: Vec<(u32, Vec<u8>)>,
     gid_names: Vec<(u32, Vec<u8>)>,
@@ -365,6 +369,11 @@ struct Partial {
 pub struct FlistDecoder {
     opts: FlistOptions,
     prev: Prev,
+    /// The previous entry's name, for the sender's prefix compression.
+    prev_name: Vec<u8>,
+    /// Where the next name is assembled (swapped with `prev_name` on commit,
+    /// so decoding an entry allocates nothing once the buffers have grown).
+    scratch: Vec<u8>,
     phase: Phase,
     cur: Partial,
     /// Lowest `ndx_start` of any list so far; hard-link references below it
@@ -391,6 +400,8 @@ impl FlistDecoder {
         FlistDecoder {
             opts: opts.normalised(),
             prev: Prev::default(),
+            prev_name: Vec::new(),
+            scratch: Vec::new(),
             phase: Phase::Idle,
             cur: Partial::default(),
             lowest_ndx_start: None,
@@ -445,8 +456,15 @@ impl FlistDecoder {
                     if self.cur.entries.len() >= MAX_FLIST_ENTRIES {
                         return malformed(format!("file list: more than {MAX_FLIST_ENTRIES} entries"));
                     }
-                    let d = self.read_entry(&mut r, xflags)?;
-                    self.commit(d);
+                    let mut name = std::mem::take(&mut self.scratch);
+                    let d = self.read_entry(&mut r, xflags, &mut name);
+                    match d {
+                        Ok(d) => self.commit(d, name),
+                        Err(e) => {
+                            self.scratch = name;
+                            return Err(e);
+                        }
+                    }
                     Ok((FlistProgress::Entry, r.consumed()))
                 }
             },
@@ -515,8 +533,14 @@ impl FlistDecoder {
         if self.phase != Phase::Idle {
             return Ok((FlistProgress::Entry, consumed));
         }
-        let part = std::mem::take(&mut self.cur);
+        let mut part = std::mem::take(&mut self.cur);
         let protocol = self.opts.protocol;
+        part.names.shrink_to_fit();
+        let chunk = std::sync::Arc::new(part.names);
+        for e in part.entries.iter_mut() {
+            e.name.place(&chunk);
+        }
+        drop(chunk);
         let (entries, dir_slots) = sort_and_clean(part.entries, protocol);
         Ok((
             FlistProgress::Done(FileList {
@@ -574,7 +598,9 @@ impl FlistDecoder {
     }
 
     /// Parse one entry into locals (`recv_file_entry`).
-    fn read_entry(&self, r: &mut Reader<'_>, xflags: u32) -> DResult<Decoded> {
+    /// The entry's name is assembled in `name`; the returned entry's own
+    /// `name` is set by [`Self::commit`].
+    fn read_entry(&self, r: &mut Reader<'_>, xflags: u32, name: &mut Vec<u8>) -> DResult<Decoded> {
         let o = &self.opts;
         let proto = o.protocol;
         let mut prev = self.prev.clone();
@@ -590,44 +616,43 @@ impl FlistDecoder {
         } else {
             r.u8()? as usize
         };
-        if l1 > prev.name.len() {
+        if l1 > self.prev_name.len() {
             return malformed(format!(
                 "file list: name prefix length {l1} exceeds previous name \"{}\" ({} bytes)",
-                escape_name(&prev.name),
-                prev.name.len()
+                escape_name(&self.prev_name),
+                self.prev_name.len()
             ));
         }
         if l2 >= MAX_PATH - l1 {
             return malformed(format!("file list: name too long ({l1} + {l2} bytes, limit {})", MAX_PATH - 1));
         }
         let suffix = r.bytes(l2)?;
-        let mut name = Vec::with_capacity(l1 + l2);
-        name.extend_from_slice(&prev.name[..l1]);
+        name.clear();
+        name.extend_from_slice(&self.prev_name[..l1]);
         name.extend_from_slice(suffix);
-        check_name_safe(&name)?;
+        let name: &[u8] = name;
+        check_name_safe(name)?;
         let expected_dir: Option<&[u8]> = match &self.cur.parent {
             Some(p) => Some(p),
             None if o.inc_recurse => Some(b""),
             None => None,
         };
         if let Some(want) = expected_dir {
-            let have = split_name(&name).0.unwrap_or(b"");
+            let have = split_name(name).0.unwrap_or(b"");
             if have != want {
                 return malformed(format!(
                     "file list: invalid path from sender: \"{}\" is not directly in \"{}\"",
-                    escape_name(&name),
+                    escape_name(name),
                     escape_name(want)
                 ));
             }
         }
-        prev.name.clear();
-        prev.name.extend_from_slice(&name);
 
         let ndx_here = self.cur.ndx_start as i64 + self.cur.entries.len() as i64;
         if ndx_here > i32::MAX as i64 {
             return malformed("file list: entry index exceeds the ndx range");
         }
-        let mut entry = FileEntry::new(name, 0);
+        let mut entry = FileEntry::new(Name::default(), 0);
         let mut uid_name = None;
         let mut gid_name = None;
         let mut devino = None;
@@ -639,13 +664,13 @@ impl FlistDecoder {
             if v < 0 || v as i64 >= ndx_here {
                 return malformed(format!(
                     "file list: hard-link reference out of range: {v} ({ndx_here}) for \"{}\"",
-                    escape_name(&entry.name)
+                    escape_name(name)
                 ));
             }
             if v < self.lowest_ndx_start.unwrap_or(0) {
                 return malformed(format!(
                     "file list: hard-link reference {v} precedes the first list for \"{}\"",
-                    escape_name(&entry.name)
+                    escape_name(name)
                 ));
             }
             first_hlink_ndx = Some(v);
@@ -661,8 +686,8 @@ impl FlistDecoder {
             if first.is_dir() {
                 return malformed(format!(
                     "file list: \"{}\" hard-links directory \"{}\"",
-                    escape_name(&entry.name),
-                    escape_name(&first.name)
+                    escape_name(name),
+                    escape_name(self.cur.names.get(first.name.range()).unwrap_or(&[]))
                 ));
             }
             entry.size = first.size;
@@ -697,7 +722,7 @@ impl FlistDecoder {
             // --- size, times, mode ---
             let size = self.varlong30(r, 3)?;
             if size < 0 {
-                return malformed(format!("file list: negative size {size} for \"{}\"", escape_name(&entry.name)));
+                return malformed(format!("file list: negative size {size} for \"{}\"", escape_name(name)));
             }
             entry.size = size;
             if xflags & XMIT_SAME_TIME == 0 {
@@ -707,7 +732,7 @@ impl FlistDecoder {
             if xflags & XMIT_MOD_NSEC != 0 {
                 let ns = r.varint()?;
                 if !(0..=MAX_NSEC).contains(&ns) {
-                    return malformed(format!("file list: mtime nsec {ns} out of range for \"{}\"", escape_name(&entry.name)));
+                    return malformed(format!("file list: mtime nsec {ns} out of range for \"{}\"", escape_name(name)));
                 }
                 entry.mtime_nsec = ns as u32;
             }
@@ -715,7 +740,7 @@ impl FlistDecoder {
                 prev.mode = r.i32()? as u32;
             }
             entry.mode = prev.mode;
-            check_mode(entry.mode, &entry.name)?;
+            check_mode(entry.mode, name)?;
 
             // --- owner ---
             if o.preserve_uid {
@@ -788,12 +813,12 @@ impl FlistDecoder {
                 if len < 0 || len as usize > MAX_SYMLINK_TARGET {
                     return malformed(format!(
                         "file list: symlink target length {len} out of range for \"{}\"",
-                        escape_name(&entry.name)
+                        escape_name(name)
                     ));
                 }
                 let t = r.bytes(len as usize)?;
                 if t.contains(&0) {
-                    return malformed(format!("file list: NUL in symlink target of \"{}\"", escape_name(&entry.name)));
+                    return malformed(format!("file list: NUL in symlink target of \"{}\"", escape_name(name)));
                 }
                 entry.extra_mut().link_target = Some(t.to_vec());
             }
@@ -817,7 +842,7 @@ impl FlistDecoder {
         }
 
         // --- "." must be a directory ---
-        if entry.name == b"." && !entry.is_dir() {
+        if name == b"." && !entry.is_dir() {
             return malformed("file list: rejecting non-directory transfer-root entry \".\"");
         }
 
@@ -867,8 +892,12 @@ impl FlistDecoder {
         Ok(Decoded { entry, prev, uid_name, gid_name, devino })
     }
 
-    fn commit(&mut self, d: Decoded) {
+    fn commit(&mut self, mut d: Decoded, name: Vec<u8>) {
         self.prev = d.prev;
+        let start = self.cur.names.len();
+        self.cur.names.extend_from_slice(&name);
+        d.entry.name = Name::pending(start..self.cur.names.len());
+        self.scratch = std::mem::replace(&mut self.prev_name, name);
         if let Some(n) = d.uid_name {
             self.cur.uid_names.push(n);
         }
@@ -2104,8 +2133,8 @@ mod tests {
     /// boxed side table, which a plain file or directory does not allocate.
     #[test]
     fn file_entry_is_compact() {
-        assert!(std::mem::size_of::<FileEntry>() <= 80, "FileEntry is {} bytes", std::mem::size_of::<FileEntry>());
-        assert!(std::mem::size_of::<Option<FileEntry>>() <= 80, "Option<FileEntry> is {} bytes", std::mem::size_of::<Option<FileEntry>>());
+        assert!(std::mem::size_of::<FileEntry>() <= 72, "FileEntry is {} bytes", std::mem::size_of::<FileEntry>());
+        assert!(std::mem::size_of::<Option<FileEntry>>() <= 72, "Option<FileEntry> is {} bytes", std::mem::size_of::<Option<FileEntry>>());
         let o = real_opts(31);
         let files = [tf("d", S_IFDIR | 0o755), tf("d/a.tar.gz", S_IFREG | 0o644), TF { link: b"a.tar.gz".to_vec(), ..tf("d/l", S_IFLNK | 0o777) }];
         let buf = encode_list(&o, &mut Enc::default(), &files, 0, 0, true);
@@ -2115,6 +2144,32 @@ mod tests {
         let by = |n: &[u8]| list.entries.iter().flatten().find(|e| e.name == n).unwrap();
         assert!(by(b"d").extra.is_none() && by(b"d/a.tar.gz").extra.is_none(), "a plain entry allocated its side table");
         assert_eq!(by(b"d/l").link_target(), Some(&b"a.tar.gz"[..]));
+    }
+
+    /// Issue 3: a decoded list's names live in one shared chunk (no heap
+    /// allocation per entry), each entry reads back its own name, and the
+    /// chunk is exactly as long as the names (no spare capacity kept).
+    #[test]
+    fn decoded_names_share_one_chunk() {
+        for p in [29, 30, 31, 32] {
+            let o = real_opts(p);
+            let mut files: Vec<TF> = vec![tf("authors", S_IFDIR | 0o755), tf("authors/id", S_IFDIR | 0o755)];
+            for i in 0..300 {
+                files.push(tf(&format!("authors/id/Pkg-{i:03}.tar.gz"), S_IFREG | 0o644));
+            }
+            let buf = encode_list(&o, &mut Enc::default(), &files, 0, 0, true);
+            let mut dec = FlistDecoder::new(o);
+            dec.begin_list(0, None);
+            let (list, _) = decode_checked(&mut dec, &buf);
+            let names: Vec<&Name> = list.entries.iter().flatten().map(|e| &e.name).collect();
+            assert_eq!(names.len(), files.len(), "protocol {p}");
+            for n in &names {
+                assert!(n.shares_chunk_with(names[0]), "protocol {p}: {n:?} has a chunk of its own");
+                assert!(files.iter().any(|f| f.name == n.as_bytes()), "protocol {p}: {n:?} was not sent");
+            }
+            let total: usize = files.iter().map(|f| f.name.len()).sum();
+            assert_eq!(names[0].chunk_len(), total, "protocol {p}: chunk holds more than the names");
+        }
     }
 
     fn ent(name: &str, dir: bool) -> FileEntry {
@@ -2169,7 +2224,7 @@ mod tests {
     #[test]
     fn order_unsigned_bytes() {
         let mut a = ent("x", false);
-        a.name = b"\xff".to_vec();
+        a.name = b"\xff".to_vec().into();
         let b = ent("z", false);
         assert_eq!(f_name_cmp(&a, &b, 31), Ordering::Greater);
         assert_eq!(f_name_cmp(&b, &a, 31), Ordering::Less);
@@ -2462,7 +2517,7 @@ mod tests {
                     .enumerate()
                     .map(|(i, (nm, d))| {
                         let mut e = ent("x", *d);
-                        e.name = nm.clone();
+                        e.name = nm.clone().into();
                         e.size = i as i64; // identity, to check equal entries' order
                         e.flags = [0, FLAG_TOP_DIR, FLAG_CONTENT_DIR, FLAG_IMPLIED_DIR][rng.below(4)];
                         e
@@ -2518,7 +2573,7 @@ mod tests {
         for p in 27..=32 {
             for a in names {
                 for b in names {
-                    let (ea, eb) = (FileEntry { name: a.0.to_vec(), ..ent("x", a.1) }, FileEntry { name: b.0.to_vec(), ..ent("x", b.1) });
+                    let (ea, eb) = (FileEntry { name: a.0.to_vec().into(), ..ent("x", a.1) }, FileEntry { name: b.0.to_vec().into(), ..ent("x", b.1) });
                     assert_eq!(
                         f_name_cmp(&ea, &eb, p),
                         name_cmp(a.0, a.1, b.0, b.1, p),
@@ -3009,7 +3064,7 @@ mod tests {
     ];
 
     fn names(l: &FileList) -> Vec<Vec<u8>> {
-        l.entries.iter().map(|e| e.as_ref().unwrap().name.clone()).collect()
+        l.entries.iter().map(|e| e.as_ref().unwrap().name.to_vec()).collect()
     }
 
     fn check_real_common(l: &FileList, p: i32) {
@@ -3106,13 +3161,13 @@ mod tests {
             let (l, used) = decode_checked(&mut dec, &buf[pos..]);
             pos += used;
             for &k in &l.dir_slots {
-                dirs.push(l.entries[k].as_ref().unwrap().name.clone());
+                dirs.push(l.entries[k].as_ref().unwrap().name.to_vec());
             }
             for (i, e) in l.entries.iter().enumerate() {
                 let e = e.as_ref().unwrap();
-                all.push((l.ndx_start + i as i32, e.name.clone()));
+                all.push((l.ndx_start + i as i32, e.name.to_vec()));
                 if e.hlink().is_some() {
-                    hl.push((e.name.clone(), e.hlink(), e.hlink_first));
+                    hl.push((e.name.to_vec(), e.hlink(), e.hlink_first));
                 }
             }
             ndx_start = l.ndx_start + l.entries.len() as i32 + 1;

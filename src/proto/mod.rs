@@ -3,6 +3,7 @@
 pub mod flist;
 pub mod handshake;
 pub mod mux;
+pub mod name;
 pub mod options;
 pub mod session;
 pub mod symlink;

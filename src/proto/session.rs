@@ -924,7 +924,7 @@ impl ClientSession {
                     self.list_received = true;
                     if self.inc {
                         for &slot in &list.dir_slots {
-                            let name = list.entries.get(slot).and_then(|e| e.as_ref()).map(|e| e.name.clone());
+                            let name = list.entries.get(slot).and_then(|e| e.as_ref()).map(|e| e.name.to_vec());
                             self.dirs.push(name);
                             self.dir_listed.push(false);
                         }
