@@ -608,7 +608,7 @@ async fn cmd_ls(u: &str, conn: &ConnArgs) -> Result<ExitCode, CliError> {
         Arc::new(Printer { items: Default::default(), quiet: conn.quiet, itemize: false, collect: None, verbose: 0, progress: None, bar: None });
     let job = (!listing).then(|| SyncJob {
         dest: PathBuf::new(),
-        local: local_opts(&XferArgs::default_for_ls(), true),
+        local: LocalOpts::listing(am_root()),
         delete: DeleteOpts::default(),
         filters: Arc::new(FilterList::new()),
         list_only: true,
@@ -667,43 +667,11 @@ fn ymd_hms(t: i64) -> (String, String) {
     (format!("{:04}/{:02}/{:02}", u.year, u.month, u.day), format!("{:02}:{:02}:{:02}", u.hour, u.minute, u.second))
 }
 
-impl XferArgs {
-    fn default_for_ls() -> Self {
-        XferArgs::parse_from_defaults()
-    }
-
-    fn parse_from_defaults() -> Self {
-        #[derive(Parser)]
-        struct W {
-            #[command(flatten)]
-            x: XferArgs,
-        }
-        W::parse_from(["w"]).x
-    }
-}
 
 fn am_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-fn local_opts(x: &XferArgs, dry: bool) -> LocalOpts {
-    let root = am_root();
-    LocalOpts {
-        perms: true,
-        times: true,
-        links: true,
-        owner: x.owner,
-        group: x.group,
-        devices: x.devices,
-        specials: x.devices,
-        hard_links: !x.no_hard_links,
-        checksum: x.checksum,
-        dry_run: dry,
-        am_root: root,
-        block_size: x.block_size,
-        safe_links: !x.no_safe_links,
-    }
-}
 
 /// Build the filter list in command-line order (--exclude/--include/--filter/-from interleave).
 fn filters_in_order(m: &ArgMatches, first: &[String]) -> Result<FilterList, CliError> {

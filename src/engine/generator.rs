@@ -54,6 +54,28 @@ pub struct LocalOpts {
     pub safe_links: bool,
 }
 
+impl LocalOpts {
+    /// For a list-only session (`ls`): rsync's `-a` view of the entries,
+    /// nothing written (`dry_run`).
+    pub fn listing(am_root: bool) -> LocalOpts {
+        LocalOpts {
+            perms: true,
+            times: true,
+            links: true,
+            owner: false,
+            group: false,
+            devices: false,
+            specials: false,
+            hard_links: true,
+            checksum: false,
+            dry_run: true,
+            am_root,
+            block_size: None,
+            safe_links: true,
+        }
+    }
+}
+
 /// Everything the generator, receiver and commit share for one run.
 pub struct Ctx {
     /// File lists still in use, by `ndx_start` (one list, or with incremental
