@@ -264,6 +264,50 @@ pub struct DirHandle {
     fd: Arc<OwnedFd>,
 }
 
+/// A directory's names in one byte buffer (see [`DirHandle::names`]).
+#[derive(Debug, Default, Clone)]
+pub struct DirNames {
+    bytes: Vec<u8>,
+    /// (start, end) of each name in `bytes`.
+    spans: Vec<(u32, u32)>,
+}
+
+impl DirNames {
+    fn push(&mut self, name: &[u8]) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(name);
+        self.spans.push((start, self.bytes.len() as u32));
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    fn at(&self, (a, b): (u32, u32)) -> &[u8] {
+        &self.bytes[a as usize..b as usize]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.spans.iter().map(|&s| self.at(s))
+    }
+
+    /// Byte order, as `Vec<Vec<u8>>::sort` would leave them.
+    pub fn sort(&mut self) {
+        let mut spans = std::mem::take(&mut self.spans);
+        spans.sort_unstable_by(|&x, &y| self.at(x).cmp(self.at(y)));
+        self.spans = spans;
+    }
+
+    /// Whether `name` is here; the names must be sorted.
+    pub fn contains_sorted(&self, name: &[u8]) -> bool {
+        self.spans.binary_search_by(|&s| self.at(s).cmp(name)).is_ok()
+    }
+}
+
 impl DirHandle {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -350,17 +394,24 @@ impl DirHandle {
 
     /// Names in this directory (without `.` and `..`).
     pub fn list(&self) -> io::Result<Vec<Vec<u8>>> {
+        Ok(self.names()?.iter().map(|n| n.to_vec()).collect())
+    }
+
+    /// Names in this directory (without `.` and `..`), packed into one
+    /// buffer: the deletion scan lists every directory of the tree, and one
+    /// allocation per local name was most of its heap traffic.
+    pub fn names(&self) -> io::Result<DirNames> {
         let fd = rfs::openat(self.fd(), os(b"."), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(errno_io)?;
         let mut dir = rfs::Dir::read_from(&fd).map_err(errno_io)?;
-        let mut out = Vec::new();
+        let mut out = DirNames::default();
         while let Some(ent) = dir.read() {
             let ent = ent.map_err(errno_io)?;
             let n = ent.file_name().to_bytes();
             if n == b"." || n == b".." {
                 continue;
             }
-            out.push(n.to_vec());
+            out.push(n);
         }
         Ok(out)
     }
@@ -721,6 +772,30 @@ pub fn is_tmp_name(name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The packed listing holds what `list` would, sorts in byte order and
+    /// answers membership by binary search.
+    #[test]
+    fn dir_names_pack_sort_and_search() {
+        let t = tempfile::tempdir().unwrap();
+        let names: [&[u8]; 5] = [b"b", b"a.tar.gz", b"\xff\xfe", b"B", b"a"];
+        for n in names {
+            std::fs::write(t.path().join(std::ffi::OsStr::from_bytes(n)), b"").unwrap();
+        }
+        let d = Dest::open(t.path(), false).unwrap();
+        let mut got = d.root().names().unwrap();
+        assert_eq!(got.len(), 5);
+        got.sort();
+        let v: Vec<&[u8]> = got.iter().collect();
+        let mut want = names.to_vec();
+        want.sort();
+        assert_eq!(v, want);
+        assert!(names.iter().all(|n| got.contains_sorted(n)));
+        assert!(!got.contains_sorted(b"c") && !got.contains_sorted(b""));
+        let mut plain = d.root().list().unwrap();
+        plain.sort();
+        assert_eq!(plain, want.iter().map(|n| n.to_vec()).collect::<Vec<_>>());
+    }
 
     /// A probe that always walks, one that tries openat2 (this kernel has it),
     /// and one that pretends to be an old kernel (openat2 → ENOSYS).

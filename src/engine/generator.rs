@@ -479,11 +479,11 @@ impl Generator {
         for (dir_name, keep) in described {
             let rel: &[u8] = if dir_name == b"." { b"" } else { &dir_name };
             let Ok(dir) = self.cache.dir(rel) else { continue };
-            let Ok(mut names) = dir.list() else { continue };
+            let Ok(mut names) = dir.names() else { continue };
             names.sort();
             let mut by_case_key: Option<HashMap<Vec<u8>, &[u8]>> = None;
-            for n in &names {
-                if keep.contains(n.as_slice()) {
+            for n in names.iter() {
+                if keep.contains(n) {
                     continue;
                 }
                 if dest::is_tmp_name(n) {
@@ -501,7 +501,7 @@ impl Generator {
                 // directory yet resolves to the same inode; give it that spelling.
                 let keys = by_case_key.get_or_insert_with(|| keep.iter().map(|k| (dest::case_key(k), *k)).collect());
                 if let Some(&k) = keys.get(&dest::case_key(n)) {
-                    if names.binary_search_by(|x| x.as_slice().cmp(k)).is_err() && same_entry(&dir, n, k) {
+                    if !names.contains_sorted(k) && same_entry(&dir, n, k) {
                         if !ctx.opts.dry_run {
                             if let Err(e) = recase(&dir, n, k, ctx.unique()) {
                                 rep.errors += 1;
