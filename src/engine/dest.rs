@@ -403,9 +403,14 @@ impl DirHandle {
     pub fn names(&self) -> io::Result<DirNames> {
         let fd = rfs::openat(self.fd(), os(b"."), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(errno_io)?;
-        let mut dir = rfs::Dir::read_from(&fd).map_err(errno_io)?;
+        // getdents64 into a buffer on the stack: `rustix::fs::Dir` would
+        // allocate a CString per entry. 32 KiB holds many entries and always
+        // at least one (a name is at most 255 bytes), so EINVAL ("buffer too
+        // small") cannot happen.
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];
+        let mut dir = rfs::RawDir::new(&fd, &mut buf);
         let mut out = DirNames::default();
-        while let Some(ent) = dir.read() {
+        while let Some(ent) = dir.next() {
             let ent = ent.map_err(errno_io)?;
             let n = ent.file_name().to_bytes();
             if n == b"." || n == b".." {
@@ -795,6 +800,16 @@ mod tests {
         let mut plain = d.root().list().unwrap();
         plain.sort();
         assert_eq!(plain, want.iter().map(|n| n.to_vec()).collect::<Vec<_>>());
+        // More names than one 32 KiB getdents buffer holds.
+        let big = t.path().join("big");
+        std::fs::create_dir(&big).unwrap();
+        for i in 0..1500 {
+            std::fs::write(big.join(format!("{i:04}-{}", "x".repeat(120))), b"").unwrap();
+        }
+        let mut many = d.root().open_dir(b"big").unwrap().names().unwrap();
+        many.sort();
+        assert_eq!(many.len(), 1500);
+        assert!(many.iter().enumerate().all(|(i, n)| n.starts_with(format!("{i:04}-").as_bytes()) && n.len() == 125));
     }
 
     /// A probe that always walks, one that tries openat2 (this kernel has it),
