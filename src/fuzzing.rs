@@ -125,6 +125,10 @@ pub struct EmptyDestDriver {
     /// Whether requests are taken as separate writes (the live engine) or
     /// batched (false: one `take_output` after the batch).
     pub output_per_request: bool,
+    /// Chunks fed so far: every second one goes in the way the live engine
+    /// feeds the session (appended to `input_buffer`, then `process_input`),
+    /// the others through `handle_input`, so both entry points are driven.
+    chunks_fed: usize,
 }
 
 impl EmptyDestDriver {
@@ -141,6 +145,7 @@ impl EmptyDestDriver {
             cur: None,
             total: 0,
             output_per_request: true,
+            chunks_fed: 0,
         })
     }
 
@@ -164,7 +169,13 @@ impl EmptyDestDriver {
         if self.failed() {
             return;
         }
-        let r = self.session.handle_input(chunk);
+        self.chunks_fed += 1;
+        let r = if self.chunks_fed % 2 == 0 {
+            self.session.input_buffer().extend_from_slice(chunk);
+            self.session.process_input()
+        } else {
+            self.session.handle_input(chunk)
+        };
         self.t.fed += chunk.len();
         self.after(r);
     }

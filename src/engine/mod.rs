@@ -204,7 +204,6 @@ pub async fn run(
     let mut shutdown = shutdown_sender().subscribe();
     let deadline = deadline::current();
     let mut handshake_done = false;
-    let mut buf = vec![0u8; 256 * 1024];
     let mut keepalive = tokio::time::interval(Duration::from_secs(3600));
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.tick().await;
@@ -229,9 +228,11 @@ pub async fn run(
                 }
                 Some(g) = gen_rx.recv() => state.on_gen(g, &mut session)?,
                 Some(r) = res_rx.recv() => state.on_result(r, &mut session)?,
-                r = conn.read(&mut buf) => {
+                // Straight into the session's input buffer: literal data is
+                // not copied again on its way to the receiver.
+                r = conn.read_buf(session.input_buffer()) => {
                     let n = r?;
-                    if n == 0 { session.handle_eof()?; } else { session.handle_input(&buf[..n])?; }
+                    if n == 0 { session.handle_eof()?; } else { session.process_input()?; }
                 }
                 _ = keepalive.tick() => session.keepalive(),
             }

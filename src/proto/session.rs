@@ -16,6 +16,8 @@
 
 use std::collections::VecDeque;
 
+use bytes::{Buf, Bytes, BytesMut};
+
 use crate::checksum::{CsumType, SumHead, SumParams};
 use crate::exit::{ExitCode, IOERR_GENERAL, IOERR_VALID_MASK};
 use crate::proto::flist::{FileList, FlistDecoder, FlistOptions, FlistProgress};
@@ -38,6 +40,14 @@ pub const ITEM_TRANSFER: u16 = 0x8000;
 
 /// Most directories one session may announce (each may get a sub-list).
 const MAX_DIRS: usize = 1 << 24;
+
+/// The transport reads into [`ClientSession::input_buffer`] when it has at
+/// least this much room; otherwise the buffer is renewed at [`READ_BUFFER`].
+pub const MIN_READ_SPACE: usize = 64 * 1024;
+/// Size of a fresh input buffer.
+pub const READ_BUFFER: usize = 256 * 1024;
+/// Smallest owned buffer for joining data that straddles frames.
+const MIN_DATA_BUFFER: usize = 16 * 1024;
 
 /// How long a raw text line may grow while we wait for its newline.
 const MAX_PENDING_LINE: usize = handshake::MAX_LINE;
@@ -102,8 +112,9 @@ pub struct Negotiated {
 /// A token with owned data, as handed to the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Token {
-    /// Literal bytes (plain) or one compressed payload (compressed streams).
-    Data(Vec<u8>),
+    /// Literal bytes (plain) or one compressed payload (compressed streams):
+    /// a view of the bytes as they were read from the connection, not a copy.
+    Data(Bytes),
     /// `count` consecutive basis blocks starting at `first`.
     Blocks { first: u32, count: u32 },
 }
@@ -262,12 +273,12 @@ pub struct ClientSession {
     server_digests: Vec<String>,
     sums: SumParams,
     compression: Compression,
-    /// Raw bytes from the socket not yet consumed.
-    inbuf: Vec<u8>,
-    in_pos: usize,
-    /// Demultiplexed MSG_DATA stream not yet consumed.
-    data: Vec<u8>,
-    data_pos: usize,
+    /// Raw bytes from the server not yet consumed (consuming advances its
+    /// front). The transport reads straight into it ([`Self::input_buffer`]).
+    inbuf: BytesMut,
+    /// Demultiplexed MSG_DATA stream not yet consumed: a frame's payload split
+    /// off `inbuf` (no copy), or an owned buffer when an item straddles frames.
+    data: BytesMut,
     /// Bytes ready to send.
     out: Vec<u8>,
     /// Data written since the last frame was cut (multiplexed on the way out).
@@ -324,10 +335,8 @@ impl ClientSession {
             server_digests: vec![],
             sums: SumParams { kind: CsumType::Md5, seed: 0, proper_seed_order: false },
             compression: Compression::None,
-            inbuf: Vec::new(),
-            in_pos: 0,
-            data: Vec::new(),
-            data_pos: 0,
+            inbuf: BytesMut::new(),
+            data: BytesMut::new(),
             out: Vec::new(),
             pending: Vec::new(),
             mux_in: false,
@@ -435,20 +444,41 @@ impl ClientSession {
             return Err(SessionError::Violation("data after the end of the session".into()));
         }
         self.inbuf.extend_from_slice(bytes);
-        let r = self.advance();
-        // Compact the raw buffer.
-        if self.in_pos > 0 && (self.in_pos == self.inbuf.len() || self.in_pos > 64 * 1024) {
-            self.inbuf.drain(..self.in_pos);
-            self.in_pos = 0;
+        self.process_input()
+    }
+
+    /// The input buffer, for the transport to append received bytes to
+    /// directly (e.g. tokio's `read_buf`), with at least
+    /// [`MIN_READ_SPACE`] bytes of spare capacity. What it holds are bytes
+    /// received and not yet consumed; after appending, call
+    /// [`Self::process_input`]. [`Self::handle_input`] is the same thing for
+    /// a slice (fixtures, fuzzers).
+    pub fn input_buffer(&mut self) -> &mut BytesMut {
+        if self.inbuf.capacity() - self.inbuf.len() < MIN_READ_SPACE {
+            // Reuses the buffer when no token still points into it; otherwise
+            // a fresh one (tokens keep the old one alive until written).
+            self.inbuf.reserve(READ_BUFFER);
         }
-        r
+        &mut self.inbuf
+    }
+
+    /// Decode whatever is in the input buffer (after the transport appended
+    /// to [`Self::input_buffer`]).
+    pub fn process_input(&mut self) -> SResult<()> {
+        if self.stage == Stage::Closed {
+            if self.inbuf.is_empty() {
+                return Ok(());
+            }
+            return Err(SessionError::Violation("data after the end of the session".into()));
+        }
+        self.advance()
     }
 
     /// The server closed its side.
     pub fn handle_eof(&mut self) -> SResult<()> {
         match (self.stage, self.rx) {
             (Stage::ListingEnd, _) | (Stage::Running, Rx::AwaitEof) => {
-                if self.raw_pending() > 0 || self.data.len() > self.data_pos {
+                if self.raw_pending() > 0 || !self.data.is_empty() {
                     return Err(SessionError::Malformed("connection ended inside a message".into()));
                 }
                 self.stage = Stage::Closed;
@@ -461,7 +491,7 @@ impl ClientSession {
     }
 
     fn raw_pending(&self) -> usize {
-        self.inbuf.len() - self.in_pos
+        self.inbuf.len()
     }
 
     fn advance(&mut self) -> SResult<()> {
@@ -490,7 +520,7 @@ impl ClientSession {
 
     /// Take one `\n`-terminated line from the raw buffer (`\r` dropped).
     fn take_line(&mut self) -> SResult<Option<Vec<u8>>> {
-        let avail = &self.inbuf[self.in_pos..];
+        let avail = &self.inbuf[..];
         match avail.iter().position(|&b| b == b'\n') {
             Some(i) => {
                 if i > MAX_PENDING_LINE {
@@ -498,7 +528,7 @@ impl ClientSession {
                 }
                 let mut line: Vec<u8> = avail[..i].to_vec();
                 line.retain(|&b| b != b'\r');
-                self.in_pos += i + 1;
+                self.inbuf.advance(i + 1);
                 Ok(Some(line))
             }
             None if avail.len() > MAX_PENDING_LINE => {
@@ -509,13 +539,13 @@ impl ClientSession {
     }
 
     fn step_shell_version(&mut self) -> SResult<bool> {
-        let mut r = Reader::new(&self.inbuf[self.in_pos..]);
+        let mut r = Reader::new(&self.inbuf[..]);
         let v = match r.i32() {
             Ok(v) => v,
             Err(DecodeError::Incomplete) => return Ok(false),
             Err(e) => return Err(e.into()),
         };
-        self.in_pos += r.consumed();
+        self.inbuf.advance(r.consumed());
         if !(20..=40).contains(&v) {
             return Err(SessionError::Incompatible(format!(
                 "remote rsync answered with protocol {v}: is the remote shell printing text (e.g. from a login script)?"
@@ -603,13 +633,13 @@ impl ClientSession {
     }
 
     fn step_compat(&mut self) -> SResult<bool> {
-        let mut r = Reader::new(&self.inbuf[self.in_pos..]);
+        let mut r = Reader::new(&self.inbuf[..]);
         let flags = match r.varint() {
             Ok(v) => v,
             Err(DecodeError::Incomplete) => return Ok(false),
             Err(e) => return Err(e.into()),
         };
-        self.in_pos += r.consumed();
+        self.inbuf.advance(r.consumed());
         let mut accepted = options::CF_ACCEPTED;
         if self.cfg.opts.offers_inc_recurse() {
             accepted |= options::CF_INC_RECURSE;
@@ -647,7 +677,7 @@ impl ClientSession {
         let varint_flags = self.compat & options::CF_VARINT_FLIST_FLAGS != 0;
         let want_csum = varint_flags && self.cfg.opts.checksum_choice.is_none();
         let want_comp = varint_flags && self.cfg.opts.compress == CompressRequest::Negotiate;
-        let mut r = Reader::new(&self.inbuf[self.in_pos..]);
+        let mut r = Reader::new(&self.inbuf[..]);
         let read_list = |r: &mut Reader<'_>| -> Result<Vec<u8>, DecodeError> {
             let s = r.vstring()?;
             if s.len() > 255 {
@@ -673,7 +703,7 @@ impl ClientSession {
         } else {
             None
         };
-        self.in_pos += r.consumed();
+        self.inbuf.advance(r.consumed());
         self.settle_choices(csum, comp)?;
         self.stage = Stage::Seed;
         Ok(true)
@@ -722,13 +752,13 @@ impl ClientSession {
     }
 
     fn step_seed(&mut self) -> SResult<bool> {
-        let mut r = Reader::new(&self.inbuf[self.in_pos..]);
+        let mut r = Reader::new(&self.inbuf[..]);
         let seed = match r.i32() {
             Ok(v) => v,
             Err(DecodeError::Incomplete) => return Ok(false),
             Err(e) => return Err(e.into()),
         };
-        self.in_pos += r.consumed();
+        self.inbuf.advance(r.consumed());
         if self.protocol < 30 {
             self.settle_choices(None, None)?;
         }
@@ -801,7 +831,7 @@ impl ClientSession {
 
     /// Demultiplex one frame from the raw buffer. Returns false when no whole frame is there.
     fn pump_frame(&mut self) -> SResult<bool> {
-        let avail = &self.inbuf[self.in_pos..];
+        let avail = &self.inbuf[..];
         let h: FrameHeader = match mux::parse_header(avail) {
             Ok(h) => h,
             Err(DecodeError::Incomplete) => return Ok(false),
@@ -816,25 +846,38 @@ impl ClientSession {
         if avail.len() < 4 + h.len {
             return Ok(false);
         }
-        let start = self.in_pos + 4;
-        let end = start + h.len;
-        self.in_pos = end;
+        self.inbuf.advance(4);
+        // A view of the payload, not a copy (the rest of `inbuf` stays ours).
+        let payload = self.inbuf.split_to(h.len);
         if h.code == mux::MSG_DATA {
-            // Compact the data buffer before growing it.
-            if self.data_pos > 0 && self.data_pos == self.data.len() {
-                self.data.clear();
-                self.data_pos = 0;
-            } else if self.data_pos > 256 * 1024 {
-                self.data.drain(..self.data_pos);
-                self.data_pos = 0;
-            }
-            let payload = &self.inbuf[start..end];
-            self.data.extend_from_slice(payload);
+            self.append_data(payload);
             return Ok(true);
         }
-        let payload = self.inbuf[start..end].to_vec();
         self.handle_message(h.code, &payload)?;
         Ok(true)
+    }
+
+    /// Queue a MSG_DATA payload on the data stream. When everything before it
+    /// was consumed (the usual case: items rarely straddle frames) the payload
+    /// itself becomes the stream, so literal data reaches the engine without
+    /// being copied; otherwise the unconsumed rest and the payload are joined
+    /// in an owned buffer.
+    fn append_data(&mut self, payload: BytesMut) {
+        if self.data.is_empty() {
+            self.data = payload;
+            return;
+        }
+        if payload.is_empty() {
+            return;
+        }
+        // try_reclaim succeeds only on a buffer nothing else points into.
+        if !self.data.try_reclaim(payload.len()) {
+            let need = self.data.len() + payload.len();
+            let mut joined = BytesMut::with_capacity(need.max(2 * self.data.len()).max(MIN_DATA_BUFFER));
+            joined.extend_from_slice(&self.data);
+            self.data = joined;
+        }
+        self.data.extend_from_slice(&payload);
     }
 
     fn handle_message(&mut self, code: u8, payload: &[u8]) -> SResult<()> {
@@ -912,12 +955,12 @@ impl ClientSession {
     }
 
     fn decode_item(&mut self) -> Result<bool, DecodeError> {
-        let buf = &self.data[self.data_pos..];
+        let buf = &self.data[..];
         match self.rx {
             Rx::Flist => {
                 let dec = self.flist.as_mut().ok_or_else(|| DecodeError::Malformed("no file-list decoder".into()))?;
                 let (prog, used) = dec.step(buf)?;
-                self.data_pos += used;
+                self.data.advance(used);
                 if let FlistProgress::Done(list) = prog {
                     self.io_error |= list.io_error & IOERR_VALID_MASK;
                     let first = !self.list_received;
@@ -955,8 +998,15 @@ impl ClientSession {
             Rx::Tokens { ndx, count } => {
                 let framer = self.framer.as_mut().ok_or_else(|| DecodeError::Malformed("no token framer".into()))?;
                 let (tok, used) = framer.step(buf)?;
+                // Where a literal lies in `buf`, so it can be split off `data`.
                 let ev = match tok {
-                    WireToken::Data(d) => Some(Token::Data(d.to_vec())),
+                    WireToken::Data(d) => {
+                        let off = (d.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+                        if off.checked_add(d.len()).is_none_or(|e| e > used) {
+                            return Err(DecodeError::Malformed("token framer returned data outside its input".into()));
+                        }
+                        Some(Ok((off, d.len())))
+                    }
                     WireToken::Blocks { first, count: n } => {
                         let end = first as i64 + n as i64;
                         if n == 0 || end > count as i64 {
@@ -966,12 +1016,27 @@ impl ClientSession {
                                 count
                             )));
                         }
-                        Some(Token::Blocks { first, count: n })
+                        Some(Err(Token::Blocks { first, count: n }))
                     }
                     WireToken::End => None,
                 };
-                self.data_pos += used;
-                match ev {
+                let token = match ev {
+                    Some(Ok((off, len))) => {
+                        self.data.advance(off);
+                        let d: Bytes = self.data.split_to(len).freeze();
+                        self.data.advance(used - off - len);
+                        Some(Token::Data(d))
+                    }
+                    Some(Err(blocks)) => {
+                        self.data.advance(used);
+                        Some(blocks)
+                    }
+                    None => {
+                        self.data.advance(used);
+                        None
+                    }
+                };
+                match token {
                     Some(token) => self.events.push_back(Event::Token { ndx, token }),
                     None => self.rx = Rx::FileSum { ndx },
                 }
@@ -981,7 +1046,7 @@ impl ClientSession {
                 let len = self.sums.kind.digest_len();
                 let mut r = Reader::new(buf);
                 let sum = r.bytes(len)?.to_vec();
-                self.data_pos += r.consumed();
+                self.data.advance(r.consumed());
                 self.events.push_back(Event::FileEnd { ndx, checksum: sum });
                 self.rx = Rx::Items;
                 Ok(true)
@@ -1006,7 +1071,7 @@ impl ClientSession {
                     st.flist_buildtime_ms = rd(&mut r)?;
                     st.flist_xfertime_ms = rd(&mut r)?;
                 }
-                self.data_pos += r.consumed();
+                self.data.advance(r.consumed());
                 self.events.push_back(Event::Stats(st));
                 // Goodbye (main.c read_final_goodbye): our final NDX_DONE.
                 self.write_ndx(NDX_DONE);
@@ -1021,7 +1086,7 @@ impl ClientSession {
                     return Err(DecodeError::Malformed(format!("expected the final NDX_DONE, got ndx {ndx}")));
                 }
                 self.ndx_in = st;
-                self.data_pos += r.consumed();
+                self.data.advance(r.consumed());
                 self.write_ndx(NDX_DONE);
                 self.rx = Rx::AwaitEof;
                 Ok(true)
@@ -1037,14 +1102,14 @@ impl ClientSession {
     }
 
     fn decode_ndx_item(&mut self) -> Result<bool, DecodeError> {
-        let buf = &self.data[self.data_pos..];
+        let buf = &self.data[..];
         let modern = self.protocol >= 30;
         let mut st = self.ndx_in;
         let mut r = Reader::new(buf);
         let ndx = st.read(&mut r, modern)?;
         if ndx == NDX_DONE {
             self.ndx_in = st;
-            self.data_pos += r.consumed();
+            self.data.advance(r.consumed());
             return self.on_echo().map(|_| true);
         }
         if self.inc && ndx == NDX_FLIST_EOF {
@@ -1052,7 +1117,7 @@ impl ClientSession {
                 return Err(DecodeError::Malformed("server ended the file lists twice".into()));
             }
             self.ndx_in = st;
-            self.data_pos += r.consumed();
+            self.data.advance(r.consumed());
             self.flist_eof = true;
             self.events.push_back(Event::FlistEof);
             return Ok(true);
@@ -1078,7 +1143,7 @@ impl ClientSession {
             }
             self.dir_listed[dir_ndx] = true;
             self.ndx_in = st;
-            self.data_pos += r.consumed();
+            self.data.advance(r.consumed());
             let start = self.next_ndx_start;
             if let Some(f) = self.flist.as_mut() {
                 f.begin_list(start, Some(&name));
@@ -1131,7 +1196,7 @@ impl ClientSession {
             }
         }
         self.ndx_in = st;
-        self.data_pos += r.consumed();
+        self.data.advance(r.consumed());
         if let Some(f) = self.framer.as_mut() {
             // The framer refuses block indices beyond the echoed head.
             f.start_file_with_blocks(head.count.max(0) as u32);

@@ -39,6 +39,22 @@ impl TransportError {
     }
 }
 
+/// Which timeout bounds a read.
+#[derive(Clone, Copy)]
+enum Deadline {
+    Handshake(Duration),
+    Idle(Duration),
+}
+
+impl Deadline {
+    fn error(self) -> TransportError {
+        match self {
+            Deadline::Handshake(h) => TransportError::HandshakeTimeout(h.as_secs()),
+            Deadline::Idle(t) => TransportError::Idle(t.as_secs()),
+        }
+    }
+}
+
 type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
 type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
 
@@ -213,17 +229,42 @@ impl Connection {
 
     /// Read some bytes (0 = EOF), honouring the idle timeout.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
-        let n = match (self.handshake, self.idle) {
-            (Some(h), idle) if idle.is_none_or(|i| h <= i) => {
-                tokio::time::timeout_at(self.last_rx + h, self.rd.read(buf))
-                    .await
-                    .map_err(|_| TransportError::HandshakeTimeout(h.as_secs()))??
-            }
-            (_, Some(t)) => tokio::time::timeout_at(self.last_rx + t, self.rd.read(buf))
-                .await
-                .map_err(|_| TransportError::Idle(t.as_secs()))??,
-            (_, None) => self.rd.read(buf).await?,
+        let n = match self.deadline() {
+            Some((at, why)) => tokio::time::timeout_at(at, self.rd.read(buf)).await.map_err(|_| why.error())??,
+            None => self.rd.read(buf).await?,
         };
+        self.received(&buf[..n]);
+        Ok(n)
+    }
+
+    /// Read some bytes (0 = EOF) into the spare capacity of `buf`, appending
+    /// to what it holds, with the same timeouts as [`Connection::read`]. The
+    /// bytes go straight from the kernel into `buf` (e.g. a session's
+    /// `input_buffer`), with no intermediate copy and no zeroing.
+    pub async fn read_buf(&mut self, buf: &mut bytes::BytesMut) -> Result<usize, TransportError> {
+        let before = buf.len();
+        let n = match self.deadline() {
+            Some((at, why)) => {
+                tokio::time::timeout_at(at, self.rd.read_buf(buf)).await.map_err(|_| why.error())??
+            }
+            None => self.rd.read_buf(buf).await?,
+        };
+        self.received(&buf[before..before + n]);
+        Ok(n)
+    }
+
+    /// When the current read must give up, and what error that is.
+    fn deadline(&self) -> Option<(tokio::time::Instant, Deadline)> {
+        match (self.handshake, self.idle) {
+            (Some(h), idle) if idle.is_none_or(|i| h <= i) => Some((self.last_rx + h, Deadline::Handshake(h))),
+            (_, Some(t)) => Some((self.last_rx + t, Deadline::Idle(t))),
+            (_, None) => None,
+        }
+    }
+
+    /// Bookkeeping for bytes that just arrived.
+    fn received(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
         if n > 0 {
             self.last_rx = tokio::time::Instant::now();
             if let Some(fd) = &self.tcp_fd {
@@ -233,9 +274,8 @@ impl Connection {
         self.bytes_read += n as u64;
         if let Some(r) = self.record.as_mut() {
             use std::io::Write;
-            let _ = r.from_server.write_all(&buf[..n]);
+            let _ = r.from_server.write_all(bytes);
         }
-        Ok(n)
     }
 
     /// Flush queued output and close our side. A peer that stopped reading
