@@ -34,6 +34,12 @@ use self::generator::{Ctx, GenCmd, GenOut, GenReport, LocalOpts};
 use self::monitor::Monitor;
 use self::receiver::{FileResult, Outcome, Receiver, RecvIn, RecvReport};
 
+/// Literal bytes after which a batch for the receiver is sent even before
+/// the read that produced it is fully decoded.
+const RECV_BATCH_BYTES: usize = 128 * 1024;
+/// Batches the receiver's queue holds (see where it is created).
+const RECV_QUEUE_BATCHES: usize = 2;
+
 static SHUTDOWN: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> = std::sync::OnceLock::new();
 
 fn shutdown_sender() -> &'static tokio::sync::watch::Sender<bool> {
@@ -154,7 +160,12 @@ struct Track {
 struct Running {
     ctx: Arc<Ctx>,
     gen_cmd: mpsc::UnboundedSender<GenCmd>,
-    recv_tx: Option<mpsc::Sender<RecvIn>>,
+    recv_tx: Option<mpsc::Sender<Vec<RecvIn>>>,
+    /// Messages for the receiver not sent yet: everything one read produced
+    /// goes as one batch (one hand-over to the receiver thread, not one per
+    /// token), or earlier when the batch's data reaches [`RECV_BATCH_BYTES`].
+    recv_batch: Vec<RecvIn>,
+    recv_batch_bytes: usize,
     recv_join: Option<tokio::task::JoinHandle<RecvReport>>,
     /// The receiver's report, when it stopped early and was already joined.
     recv_report: Option<RecvReport>,
@@ -249,6 +260,7 @@ pub async fn run(
                     keepalive.tick().await;
                 }
             }
+            state.flush_receiver().await?;
             conn.send(session.take_output());
         }
         Ok(())
@@ -322,6 +334,7 @@ impl Loop {
                 }
                 let (tx, rx) = oneshot::channel();
                 self.to_receiver(RecvIn::Barrier(tx)).await?;
+                self.flush_receiver().await?;
                 let redo = match rx.await {
                     Ok(r) => r,
                     Err(_) => return Err(self.receiver_failed().await),
@@ -422,12 +435,36 @@ impl Loop {
         Ok(())
     }
 
+    /// Queue a message for the receiver; it goes with the current batch
+    /// ([`Loop::flush_receiver`]).
     async fn to_receiver(&mut self, m: RecvIn) -> Result<(), SyncError> {
         let Some(run) = self.running.as_mut() else {
             return Err(SyncError::Session(SessionError::Violation("file data without a transfer".into())));
         };
+        if run.recv_tx.is_none() {
+            return Ok(());
+        }
+        if let RecvIn::Token(crate::proto::session::Token::Data(d)) = &m {
+            run.recv_batch_bytes += d.len();
+        }
+        run.recv_batch.push(m);
+        if run.recv_batch_bytes >= RECV_BATCH_BYTES {
+            self.flush_receiver().await?;
+        }
+        Ok(())
+    }
+
+    /// Hand the queued messages to the receiver thread (waiting while its
+    /// bounded queue is full: a slow disk slows the socket, memory stays flat).
+    async fn flush_receiver(&mut self) -> Result<(), SyncError> {
+        let Some(run) = self.running.as_mut() else { return Ok(()) };
+        if run.recv_batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut run.recv_batch);
+        run.recv_batch_bytes = 0;
         let Some(tx) = run.recv_tx.as_ref() else { return Ok(()) };
-        if tx.send(m).await.is_err() {
+        if tx.send(batch).await.is_err() {
             return Err(self.receiver_failed().await);
         }
         Ok(())
@@ -528,11 +565,15 @@ impl Loop {
         )
         .with_partial(job.partial_dir.clone())
         .with_publishing(job.delay_updates, job.late_publish.clone()));
-        // Bounded in messages; a message carries at most one literal chunk (≤ 32 KiB
-        // plain, ≤ 16 KiB compressed), so this caps queued data at about 1 MiB:
-        // enough to keep the disk busy while the socket is read, and small
-        // next to rsync's own footprint (a deeper queue only raised peak RSS).
-        let (recv_tx, recv_rx) = mpsc::channel::<RecvIn>(32);
+        // Bounded in batches; a batch carries the messages of one read (one
+        // wake-up of the receiver thread instead of one per token), its
+        // literal data at most a read (128 KiB), so this caps queued data at
+        // about 256 KiB plus the batch being decoded and the one being
+        // written: enough to keep the disk busy while the socket is read,
+        // and small next to rsync's own footprint (a deeper queue, or
+        // 256 KiB batches, only raised peak RSS: tokens keep their read
+        // buffer alive until written).
+        let (recv_tx, recv_rx) = mpsc::channel::<Vec<RecvIn>>(RECV_QUEUE_BATCHES);
         let receiver = Receiver::new(ctx.clone(), n.compression, self.res_tx.clone())
             .map_err(|e| SyncError::local(format!("cannot start decompression: {e}"), ExitCode::Unsupported))?;
         let recv_join = tokio::task::spawn_blocking(move || receiver.run(recv_rx));
@@ -544,6 +585,8 @@ impl Loop {
             ctx,
             gen_cmd,
             recv_tx: Some(recv_tx),
+            recv_batch: Vec::new(),
+            recv_batch_bytes: 0,
             recv_join: Some(recv_join),
             recv_report: None,
             gen_report: GenReport::default(),
@@ -562,6 +605,16 @@ impl Loop {
             self.report.exit = Some(self.exit_code(session, 0, false));
             return Ok(());
         };
+        if !cancelled {
+            // What arrived before a failure still reaches the receiver (an
+            // interrupted file keeps it with --partial-dir).
+            if let Some(tx) = run.recv_tx.as_ref() {
+                let batch = std::mem::take(&mut run.recv_batch);
+                if !batch.is_empty() {
+                    let _ = tx.send(batch).await;
+                }
+            }
+        }
         drop(run.recv_tx.take());
         let recv = match run.recv_join.take() {
             Some(j) => match j.await {

@@ -5,7 +5,8 @@
 //! (or, with `--delay-updates` and for late paths, staged for the commit step);
 //! a mismatch in the first pass asks for a redo, a second one is an error.
 //!
-//! Runs on a blocking thread, fed through a bounded channel in wire order.
+//! Runs on a blocking thread, fed through a bounded channel in wire order (in
+//! batches: one hand-over per read from the socket, not one per token).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -131,11 +132,13 @@ impl Receiver {
 
     /// Consume messages until the channel closes or the data cannot be applied.
     /// The file in progress (if any) never stays behind as a temp.
-    pub fn run(mut self, mut rx: mpsc::Receiver<RecvIn>) -> RecvReport {
-        while let Some(m) = rx.blocking_recv() {
-            if let Err(e) = self.handle(m) {
-                self.rep.fatal = Some(e);
-                break;
+    pub fn run(mut self, mut rx: mpsc::Receiver<Vec<RecvIn>>) -> RecvReport {
+        'batches: while let Some(batch) = rx.blocking_recv() {
+            for m in batch {
+                if let Err(e) = self.handle(m) {
+                    self.rep.fatal = Some(e);
+                    break 'batches;
+                }
             }
         }
         if let Some(c) = self.cur.take() {
