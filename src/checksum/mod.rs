@@ -13,6 +13,7 @@
 //! Everything here is pure computation over byte slices.
 
 mod sizes;
+mod sum1;
 
 pub use sizes::{
     sum_sizes_sqroot, SumHead, BLOCK_SIZE, MAX_BLOCK_SIZE, OLD_MAX_BLOCK_SIZE, SHORT_SUM_LENGTH, SUM_LENGTH,
@@ -117,14 +118,9 @@ pub struct SumParams {
 /// Rolling checksum of one block (`get_checksum1`): Adler-like sums over the
 /// bytes read as **signed** chars, `CHAR_OFFSET` 0.
 /// Result = `(s1 & 0xFFFF) | (s2 << 16)`, all arithmetic modulo 2^32.
+/// (Vectorised where the CPU allows: `sum1.rs`.)
 pub fn checksum1(block: &[u8]) -> u32 {
-    let mut s1: u32 = 0;
-    let mut s2: u32 = 0;
-    for &b in block {
-        s1 = s1.wrapping_add(b as i8 as i32 as u32);
-        s2 = s2.wrapping_add(s1);
-    }
-    (s1 & 0xFFFF).wrapping_add(s2 << 16)
+    sum1::checksum1(block)
 }
 
 /// Seed as rsync's `SIVAL` writes it: 4 bytes little-endian.

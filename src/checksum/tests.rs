@@ -27,6 +27,50 @@ fn unseeded(kind: CsumType, data: &[u8]) -> String {
     hex(&out[..n])
 }
 
+/// The vector paths of `checksum1` (sum1.rs) agree with the byte-serial
+/// definition for every length around their chunk sizes, unaligned starts,
+/// and the extreme byte values (where a 16-bit intermediate could saturate).
+#[test]
+fn checksum1_vector_paths_match_the_definition() {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let data: Vec<u8> = (0..200_032)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut cases: Vec<&[u8]> = Vec::new();
+    let lens: Vec<usize> = (0..200).chain([700, 1023, 22_360, 22_367, 131_072, 199_990]).collect();
+    for &n in &lens {
+        for off in [0usize, 1, 7, 31] {
+            cases.push(&data[off..off + n]);
+        }
+    }
+    let extremes: Vec<Vec<u8>> =
+        [0x80u8, 0x7f, 0xff, 0x00].iter().map(|&b| vec![b; 1 << 20]).chain([[0x7fu8, 0x80].repeat(1 << 19)]).collect();
+    cases.extend(extremes.iter().map(|v| v.as_slice()));
+    let mut vector_paths = 0;
+    for c in cases {
+        let want = sum1::serial(c, 0, 0);
+        assert_eq!(checksum1(c), want, "checksum1, len {}", c.len());
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(sum1::sse2_for_tests(c), want, "sse2, len {}", c.len());
+            vector_paths += 1;
+            if sum1::have_avx2() {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                assert_eq!(unsafe { sum1::avx2_for_tests(c) }, want, "avx2, len {}", c.len());
+                vector_paths += 1;
+            }
+        }
+    }
+    if cfg!(target_arch = "x86_64") {
+        assert!(vector_paths > 0);
+    }
+}
+
 #[test]
 fn checksum1_signed_bytes() {
     // Expected values from a direct python3 transcription of the definition:
