@@ -9,7 +9,7 @@
 //! batches: one hand-over per read from the socket, not one per token).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -78,7 +78,7 @@ struct Current {
     head: SumHead,
     dir: DirHandle,
     tmp: Vec<u8>,
-    out: Option<BufWriter<File>>,
+    out: Option<OutFile>,
     basis: Option<File>,
     hasher: FileHasher,
     /// Something went wrong locally; keep consuming tokens, then fail the file.
@@ -102,7 +102,6 @@ pub struct Receiver {
     results: mpsc::UnboundedSender<FileResult>,
     rep: RecvReport,
     scratch: Vec<u8>,
-    block: Vec<u8>,
 }
 
 impl Receiver {
@@ -126,7 +125,6 @@ impl Receiver {
             results,
             rep: RecvReport::default(),
             scratch: Vec::new(),
-            block: Vec::new(),
         })
     }
 
@@ -212,7 +210,10 @@ impl Receiver {
                     tmp = dest::tmp_name(&base, self.ctx.unique());
                     match dir.create_excl(&tmp) {
                         Ok(f) => {
-                            out = Some(BufWriter::with_capacity(write_buffer_len(e.size), f));
+                            // Matched blocks are read straight into the write
+                            // buffer, so it holds at least one whole block.
+                            let blen = if basis.is_some() { head.blength.max(0) as usize } else { 0 };
+                            out = Some(OutFile::new(f, write_buffer_len(e.size).max(blen)));
                             break;
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -262,30 +263,34 @@ impl Receiver {
                 }
             },
             Token::Blocks { first, count } => {
-                for i in first..first.saturating_add(count) {
-                    if i >= cur.head.count as u32 {
+                let end = first.saturating_add(count);
+                let nblocks = cur.head.count.max(0) as u32;
+                let mut i = first;
+                while i < end {
+                    if i >= nblocks {
                         return Err(format!("Invalid block index {i}"));
                     }
-                    let len = cur.head.block_len(i);
-                    let off = i as u64 * cur.head.blength as u64;
-                    self.block.resize(len, 0);
-                    match cur.basis.as_ref() {
-                        Some(b) => {
-                            if let Err(err) = b.read_exact_at(&mut self.block, off) {
-                                // The basis changed under us; the checksum will catch it.
-                                cur.broken.get_or_insert(format!("basis file shrank: {err}"));
-                                self.block.iter_mut().for_each(|x| *x = 0);
-                            }
-                        }
-                        None => {
-                            cur.broken.get_or_insert("block reference without a basis file".into());
-                        }
+                    // As many consecutive blocks as fit in the write buffer's
+                    // free space (after a flush, at least one: see `start`),
+                    // read from the basis with one pread, straight into place.
+                    let j = copy_blocks(cur, &mut self.scratch, i, end.min(nblocks));
+                    for k in i..j {
+                        self.rep.matched_bytes += cur.head.block_len(k) as u64;
                     }
                     if let Some(inf) = self.inflater.as_mut() {
-                        inf.block_seen(&self.block)?;
+                        let staged = match cur.out.as_ref() {
+                            Some(o) => o.staged(),
+                            None => &self.scratch[..],
+                        };
+                        let mut at = 0usize;
+                        for k in i..j {
+                            let n = cur.head.block_len(k);
+                            inf.block_seen(staged.get(at..at + n).unwrap_or(&[]))?;
+                            at += n;
+                        }
                     }
-                    self.rep.matched_bytes += len as u64;
-                    write_out(cur, &self.block);
+                    cur.commit_staged();
+                    i = j;
                 }
             }
         }
@@ -307,7 +312,7 @@ impl Receiver {
             Some(w) => match w.into_inner() {
                 Ok(f) => Some(f),
                 Err(err) => {
-                    cur.broken.get_or_insert(format!("write failed: {}", err.error()));
+                    cur.broken.get_or_insert(format!("write failed: {err}"));
                     None
                 }
             },
@@ -400,7 +405,7 @@ impl Receiver {
                     self.ctx.monitor.local_error(&format!(
                         "{}: write failed: {} -- partial file discarded",
                         crate::text::escape_name(&entry.name),
-                        err.error()
+                        err
                     ));
                     None
                 }
@@ -445,5 +450,159 @@ fn write_out(cur: &mut Current, data: &[u8]) {
         if let Err(err) = w.write_all(data) {
             cur.broken = Some(format!("write failed: {err}"));
         }
+    }
+}
+
+/// Read blocks `first..` (up to `end`, all valid indices) of the basis into
+/// the free end of the write buffer, as many whole blocks as fit, and hash
+/// them; returns the index after the last one read. The bytes stay *staged*
+/// (not yet part of the buffer) so the caller can show them to the
+/// decompressor; [`Current::commit_staged`] then keeps them for writing.
+/// Without a basis the file is already broken and the blocks hash as zeros,
+/// as before; without a temp file one block at a time goes to `spare`.
+fn copy_blocks(cur: &mut Current, spare: &mut Vec<u8>, first: u32, end: u32) -> u32 {
+    let head = cur.head;
+    let want = head.block_len(first);
+    let out = match cur.out.as_mut() {
+        Some(o) => o,
+        None => {
+            // No temp file (the file is already broken): the block is still
+            // read and hashed, so the verdict (failed, or a redo when the
+            // checksum also fails) stays what it always was.
+            spare.clear();
+            spare.resize(want, 0);
+            let off = first as u64 * head.blength.max(0) as u64;
+            if let Some(b) = cur.basis.as_ref() {
+                if b.read_exact_at(spare, off).is_err() {
+                    spare.fill(0);
+                }
+            }
+            cur.broken.get_or_insert("cannot create temp file".into());
+            cur.hasher.update(spare);
+            cur.written += want as u64;
+            return first + 1;
+        }
+    };
+    if out.free() < want {
+        if let Err(err) = out.flush_buf() {
+            cur.broken.get_or_insert(format!("write failed: {err}"));
+        }
+    }
+    let room = out.free();
+    let mut j = first;
+    let mut n = 0usize;
+    while j < end && n + head.block_len(j) <= room {
+        n += head.block_len(j);
+        j += 1;
+    }
+    if j == first {
+        // Cannot happen (the buffer holds a whole block); read it anyway
+        // through a grown buffer rather than misbehave.
+        out.reserve_free(want);
+        n = want;
+        j = first + 1;
+    }
+    let off = first as u64 * head.blength.max(0) as u64;
+    let dst = out.stage(n);
+    match cur.basis.as_ref() {
+        Some(b) => {
+            if let Err(err) = b.read_exact_at(dst, off) {
+                // The basis changed under us; the checksum will catch it.
+                cur.broken.get_or_insert(format!("basis file shrank: {err}"));
+                dst.fill(0);
+            }
+        }
+        None => {
+            cur.broken.get_or_insert("block reference without a basis file".into());
+            dst.fill(0);
+        }
+    }
+    cur.hasher.update(dst);
+    cur.written += n as u64;
+    j
+}
+
+impl Current {
+    /// Keep the bytes [`copy_blocks`] staged as written data (dropped instead
+    /// when the file is already broken: nothing more is written to it).
+    fn commit_staged(&mut self) {
+        let broken = self.broken.is_some();
+        if let Some(o) = self.out.as_mut() {
+            o.commit(!broken);
+        }
+    }
+}
+
+/// The temp file and its write buffer: `BufWriter`'s job, plus a way to fill
+/// the buffer's free space directly (matched blocks are read from the basis
+/// into it, instead of into a block buffer and then copied, which was 15 % of
+/// the instructions of a 500 MB delta update).
+struct OutFile {
+    f: File,
+    /// Zeroed once at creation; `len` bytes of it are data, `staged` more
+    /// were filled but not yet committed.
+    buf: Box<[u8]>,
+    len: usize,
+    staged: usize,
+}
+
+impl OutFile {
+    fn new(f: File, cap: usize) -> Self {
+        OutFile { f, buf: vec![0u8; cap.max(1)].into_boxed_slice(), len: 0, staged: 0 }
+    }
+
+    fn free(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    fn flush_buf(&mut self) -> std::io::Result<()> {
+        let r = self.f.write_all(&self.buf[..self.len]);
+        self.len = 0;
+        r
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if data.len() > self.free() {
+            self.flush_buf()?;
+        }
+        if data.len() >= self.buf.len() {
+            return self.f.write_all(data);
+        }
+        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
+        self.len += data.len();
+        Ok(())
+    }
+
+    /// Make room for `n` more bytes, growing the buffer if it is smaller.
+    fn reserve_free(&mut self, n: usize) {
+        if self.free() < n {
+            let mut b = vec![0u8; self.len + n].into_boxed_slice();
+            b[..self.len].copy_from_slice(&self.buf[..self.len]);
+            self.buf = b;
+        }
+    }
+
+    /// The next `n` free bytes (`n <= free()`), to be filled and then
+    /// committed or dropped.
+    fn stage(&mut self, n: usize) -> &mut [u8] {
+        self.staged = n;
+        &mut self.buf[self.len..self.len + n]
+    }
+
+    fn staged(&self) -> &[u8] {
+        &self.buf[self.len..self.len + self.staged]
+    }
+
+    fn commit(&mut self, keep: bool) {
+        if keep {
+            self.len += self.staged;
+        }
+        self.staged = 0;
+    }
+
+    /// Write what is buffered and hand back the file.
+    fn into_inner(mut self) -> std::io::Result<File> {
+        self.flush_buf()?;
+        Ok(self.f)
     }
 }
