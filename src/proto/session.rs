@@ -979,6 +979,29 @@ impl ClientSession {
         }
     }
 
+    /// Queue a token event. A matched-block token that continues the run of
+    /// the event just queued (same file, next block) extends that event: an
+    /// uncompressed sender writes one token per block, and a 500 MB delta
+    /// update would otherwise hand ~22,000 single-block events (each a
+    /// wake-up of the receiver thread) down the line instead of a few dozen.
+    /// The blocks and their order are unchanged, so the receiver's output is
+    /// too.
+    fn push_token(&mut self, ndx: i32, token: Token) {
+        if let Token::Blocks { first, count } = token {
+            if let Some(Event::Token { ndx: last_ndx, token: Token::Blocks { first: f0, count: c0 } }) =
+                self.events.back_mut()
+            {
+                if *last_ndx == ndx && u64::from(*f0) + u64::from(*c0) == u64::from(first) {
+                    if let Some(c) = c0.checked_add(count) {
+                        *c0 = c;
+                        return;
+                    }
+                }
+            }
+        }
+        self.events.push_back(Event::Token { ndx, token });
+    }
+
     fn decode_item(&mut self) -> Result<bool, DecodeError> {
         let buf = &self.data[..];
         match self.rx {
@@ -1062,7 +1085,7 @@ impl ClientSession {
                     }
                 };
                 match token {
-                    Some(token) => self.events.push_back(Event::Token { ndx, token }),
+                    Some(token) => self.push_token(ndx, token),
                     None => self.rx = Rx::FileSum { ndx },
                 }
                 Ok(true)
@@ -1434,6 +1457,29 @@ mod tests {
         let mut s = ClientSession::new(c).unwrap();
         let e = s.handle_input(b"Welcome to host\n").unwrap_err();
         assert!(e.to_string().contains("remote shell"), "{e}");
+    }
+
+    #[test]
+    fn consecutive_block_tokens_become_one_event() {
+        let mut s = ClientSession::new(cfg()).unwrap();
+        let blocks = |first, count| Token::Blocks { first, count };
+        s.push_token(3, blocks(0, 1));
+        s.push_token(3, blocks(1, 1));
+        s.push_token(3, blocks(2, 5)); // a run token continues it too
+        s.push_token(3, blocks(9, 1)); // a gap starts a new event
+        s.push_token(3, Token::Data(Bytes::from_static(b"x")));
+        s.push_token(3, blocks(10, 1)); // literal data in between: not merged
+        s.push_token(4, blocks(11, 1)); // another file: not merged
+        s.push_token(4, blocks(u32::MAX - 1, 1));
+        s.push_token(4, blocks(u32::MAX, 1)); // continues, but no overflow
+        let got: Vec<String> = std::iter::from_fn(|| s.poll_event())
+            .map(|e| match e {
+                Event::Token { ndx, token: Token::Blocks { first, count } } => format!("{ndx}:{first}+{count}"),
+                Event::Token { ndx, token: Token::Data(d) } => format!("{ndx}:data{}", d.len()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, ["3:0+7", "3:9+1", "3:data1", "3:10+1", "4:11+1", "4:4294967294+2"]);
     }
 
     #[test]
