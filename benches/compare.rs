@@ -9,9 +9,12 @@
 //! RMIRROR_BENCH_PAIRS=5 scripts/bench b
 //! ```
 //!
-//! `cargo bench` builds `rmirror` with the bench profile (= release, so
-//! `target/release/rmirror`) before running this, and passes `--bench`; we
-//! run that binary (`CARGO_BIN_EXE_rmirror`; override with `RMIRROR_BIN`).
+//! `cargo bench` builds `rmirror` with the bench profile (no LTO, 16
+//! codegen units: not what users run) before running this, and passes
+//! `--bench`; we run that binary (`CARGO_BIN_EXE_rmirror`) unless
+//! `RMIRROR_BIN` names another. `scripts/bench` sets `RMIRROR_BIN` to a copy
+//! of the release build (fat LTO, link/hot-text.ld), which is what the
+//! README's numbers are meant to describe.
 //! Without `--bench` (that is how `cargo test --all-targets` runs bench
 //! targets) only a smoke version runs: one ~50-file fresh pull, one pair,
 //! oracle checked, and a tiny (r) (40 and 400 files, one pass each), a few
