@@ -539,25 +539,29 @@ impl Current {
 /// the instructions of a 500 MB delta update).
 struct OutFile {
     f: File,
-    /// Zeroed once at creation; `len` bytes of it are data, `staged` more
-    /// were filled but not yet committed.
-    buf: Box<[u8]>,
-    len: usize,
+    /// Capacity `cap`, allocated once and never zero-filled up front (a fresh
+    /// pull never reads blocks into it). `buf[..used]` is data to write;
+    /// `buf.len()` is how far it has ever been initialised.
+    buf: Vec<u8>,
+    cap: usize,
+    used: usize,
+    /// Bytes after `used` filled by [`OutFile::stage`], not yet committed.
     staged: usize,
 }
 
 impl OutFile {
     fn new(f: File, cap: usize) -> Self {
-        OutFile { f, buf: vec![0u8; cap.max(1)].into_boxed_slice(), len: 0, staged: 0 }
+        let cap = cap.max(1);
+        OutFile { f, buf: Vec::with_capacity(cap), cap, used: 0, staged: 0 }
     }
 
     fn free(&self) -> usize {
-        self.buf.len() - self.len
+        self.cap - self.used
     }
 
     fn flush_buf(&mut self) -> std::io::Result<()> {
-        let r = self.f.write_all(&self.buf[..self.len]);
-        self.len = 0;
+        let r = self.f.write_all(&self.buf[..self.used]);
+        self.used = 0;
         r
     }
 
@@ -565,37 +569,42 @@ impl OutFile {
         if data.len() > self.free() {
             self.flush_buf()?;
         }
-        if data.len() >= self.buf.len() {
+        if data.len() >= self.cap {
             return self.f.write_all(data);
         }
-        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
-        self.len += data.len();
+        // Append after the data (what lies beyond it was already written).
+        self.buf.truncate(self.used);
+        self.buf.extend_from_slice(data);
+        self.used += data.len();
         Ok(())
     }
 
     /// Make room for `n` more bytes, growing the buffer if it is smaller.
     fn reserve_free(&mut self, n: usize) {
         if self.free() < n {
-            let mut b = vec![0u8; self.len + n].into_boxed_slice();
-            b[..self.len].copy_from_slice(&self.buf[..self.len]);
-            self.buf = b;
+            self.cap = self.used + n;
+            self.buf.reserve_exact(self.cap - self.buf.len());
         }
     }
 
     /// The next `n` free bytes (`n <= free()`), to be filled and then
-    /// committed or dropped.
+    /// committed or dropped. Only bytes never initialised before are zeroed.
     fn stage(&mut self, n: usize) -> &mut [u8] {
+        let end = self.used + n;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
         self.staged = n;
-        &mut self.buf[self.len..self.len + n]
+        &mut self.buf[self.used..end]
     }
 
     fn staged(&self) -> &[u8] {
-        &self.buf[self.len..self.len + self.staged]
+        &self.buf[self.used..self.used + self.staged]
     }
 
     fn commit(&mut self, keep: bool) {
         if keep {
-            self.len += self.staged;
+            self.used += self.staged;
         }
         self.staged = 0;
     }
@@ -604,5 +613,46 @@ impl OutFile {
     fn into_inner(mut self) -> std::io::Result<File> {
         self.flush_buf()?;
         Ok(self.f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OutFile;
+    use std::io::{Read, Seek};
+
+    /// Literal writes, staged blocks (kept or dropped), writes larger than
+    /// the buffer and flushes all land in the file in order.
+    #[test]
+    fn out_file_keeps_order_and_drops_uncommitted_blocks() {
+        let f = tempfile::tempfile().unwrap();
+        let mut o = OutFile::new(f.try_clone().unwrap(), 8);
+        let mut want = Vec::new();
+        o.write_all(b"abc").unwrap();
+        want.extend_from_slice(b"abc");
+        o.stage(4).copy_from_slice(b"DEFG");
+        assert_eq!(o.staged(), b"DEFG");
+        o.commit(true);
+        want.extend_from_slice(b"DEFG");
+        o.flush_buf().unwrap(); // the buffer is now initialised up to 7
+        o.stage(5).copy_from_slice(b"xxxxx");
+        o.commit(false); // a broken file's block: dropped
+        assert_eq!(o.free(), 8);
+        o.write_all(b"hi").unwrap();
+        want.extend_from_slice(b"hi");
+        o.stage(6).copy_from_slice(b"JKLMNO");
+        o.commit(true);
+        want.extend_from_slice(b"JKLMNO");
+        o.write_all(b"a longer run than the buffer").unwrap();
+        want.extend_from_slice(b"a longer run than the buffer");
+        o.reserve_free(20);
+        o.stage(20).copy_from_slice(b"twenty bytes exactly");
+        o.commit(true);
+        want.extend_from_slice(b"twenty bytes exactly");
+        let mut f = o.into_inner().unwrap();
+        let mut got = Vec::new();
+        f.rewind().unwrap();
+        f.read_to_end(&mut got).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
     }
 }
