@@ -35,8 +35,9 @@ use self::monitor::Monitor;
 use self::receiver::{FileResult, Outcome, Receiver, RecvIn, RecvReport};
 
 /// Literal bytes after which a batch for the receiver is sent even before
-/// the read that produced it is fully decoded.
-const RECV_BATCH_BYTES: usize = 128 * 1024;
+/// the read that produced it is fully decoded. Kept at the input buffer's
+/// size ([`crate::proto::session::READ_BUFFER`]): tokens pin their buffer.
+const RECV_BATCH_BYTES: usize = 64 * 1024;
 /// Batches the receiver's queue holds (see where it is created).
 const RECV_QUEUE_BATCHES: usize = 1;
 
