@@ -667,11 +667,9 @@ fn ymd_hms(t: i64) -> (String, String) {
     (format!("{:04}/{:02}/{:02}", u.year, u.month, u.day), format!("{:02}:{:02}:{:02}", u.hour, u.minute, u.second))
 }
 
-
 fn am_root() -> bool {
     rustix::process::geteuid().is_root()
 }
-
 
 /// Build the filter list in command-line order (--exclude/--include/--filter/-from interleave).
 fn filters_in_order(m: &ArgMatches, first: &[String]) -> Result<FilterList, CliError> {

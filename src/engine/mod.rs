@@ -568,9 +568,9 @@ impl Loop {
         .with_publishing(job.delay_updates, job.late_publish.clone()));
         // Bounded in batches; a batch carries the messages of one read (one
         // wake-up of the receiver thread instead of one per token), its
-        // literal data at most a read (128 KiB), so this caps data in flight
-        // at the queued batch, the one being decoded and the one being
-        // written: enough to keep the disk busy while the socket is read,
+        // literal data at most one read or [`RECV_BATCH_BYTES`], so this caps
+        // data in flight at the queued batch, the one being decoded and the
+        // one being written: enough to keep the disk busy while the socket is read,
         // and small next to rsync's own footprint. A deeper queue only
         // raised peak RSS (tokens keep their read buffer alive until
         // written): 2 batches cost ~0.5 MiB in scenario (a), 256 KiB
