@@ -463,47 +463,40 @@ fn write_out(cur: &mut Current, data: &[u8]) {
 fn copy_blocks(cur: &mut Current, spare: &mut Vec<u8>, first: u32, end: u32) -> u32 {
     let head = cur.head;
     let want = head.block_len(first);
-    let out = match cur.out.as_mut() {
-        Some(o) => o,
+    let (dst, j) = match cur.out.as_mut() {
+        Some(out) => {
+            if out.free() < want {
+                if let Err(err) = out.flush_buf() {
+                    cur.broken.get_or_insert(format!("write failed: {err}"));
+                }
+            }
+            let room = out.free();
+            let mut j = first;
+            let mut n = 0usize;
+            while j < end && n + head.block_len(j) <= room {
+                n += head.block_len(j);
+                j += 1;
+            }
+            if j == first {
+                // Cannot happen (the buffer holds a whole block); read it anyway
+                // through a grown buffer rather than misbehave.
+                out.reserve_free(want);
+                n = want;
+                j = first + 1;
+            }
+            (out.stage(n), j)
+        }
         None => {
             // No temp file (the file is already broken): the block is still
             // read and hashed, so the verdict (failed, or a redo when the
             // checksum also fails) stays what it always was.
+            cur.broken.get_or_insert("cannot create temp file".into());
             spare.clear();
             spare.resize(want, 0);
-            let off = first as u64 * head.blength.max(0) as u64;
-            if let Some(b) = cur.basis.as_ref() {
-                if b.read_exact_at(spare, off).is_err() {
-                    spare.fill(0);
-                }
-            }
-            cur.broken.get_or_insert("cannot create temp file".into());
-            cur.hasher.update(spare);
-            cur.written += want as u64;
-            return first + 1;
+            (&mut spare[..], first + 1)
         }
     };
-    if out.free() < want {
-        if let Err(err) = out.flush_buf() {
-            cur.broken.get_or_insert(format!("write failed: {err}"));
-        }
-    }
-    let room = out.free();
-    let mut j = first;
-    let mut n = 0usize;
-    while j < end && n + head.block_len(j) <= room {
-        n += head.block_len(j);
-        j += 1;
-    }
-    if j == first {
-        // Cannot happen (the buffer holds a whole block); read it anyway
-        // through a grown buffer rather than misbehave.
-        out.reserve_free(want);
-        n = want;
-        j = first + 1;
-    }
     let off = first as u64 * head.blength.max(0) as u64;
-    let dst = out.stage(n);
     match cur.basis.as_ref() {
         Some(b) => {
             if let Err(err) = b.read_exact_at(dst, off) {
@@ -518,7 +511,7 @@ fn copy_blocks(cur: &mut Current, spare: &mut Vec<u8>, first: u32, end: u32) -> 
         }
     }
     cur.hasher.update(dst);
-    cur.written += n as u64;
+    cur.written += dst.len() as u64;
     j
 }
 
