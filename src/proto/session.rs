@@ -1047,14 +1047,20 @@ impl ClientSession {
             Rx::Tokens { ndx, count } => {
                 let framer = self.framer.as_mut().ok_or_else(|| DecodeError::Malformed("no token framer".into()))?;
                 let (tok, used) = framer.step(buf)?;
-                // Where a literal lies in `buf`, so it can be split off `data`.
-                let ev = match tok {
+                /// What the framer read, with a literal located in `buf` (by
+                /// offset and length) so that it can be split off `data`.
+                enum Got {
+                    Literal { off: usize, len: usize },
+                    Blocks(Token),
+                    End,
+                }
+                let got = match tok {
                     WireToken::Data(d) => {
                         let off = (d.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
                         if off.checked_add(d.len()).is_none_or(|e| e > used) {
                             return Err(DecodeError::Malformed("token framer returned data outside its input".into()));
                         }
-                        Some(Ok((off, d.len())))
+                        Got::Literal { off, len: d.len() }
                     }
                     WireToken::Blocks { first, count: n } => {
                         let end = first as i64 + n as i64;
@@ -1065,22 +1071,22 @@ impl ClientSession {
                                 count
                             )));
                         }
-                        Some(Err(Token::Blocks { first, count: n }))
+                        Got::Blocks(Token::Blocks { first, count: n })
                     }
-                    WireToken::End => None,
+                    WireToken::End => Got::End,
                 };
-                let token = match ev {
-                    Some(Ok((off, len))) => {
+                let token = match got {
+                    Got::Literal { off, len } => {
                         self.data.advance(off);
                         let d: Bytes = self.data.split_to(len).freeze();
                         self.data.advance(used - off - len);
                         Some(Token::Data(d))
                     }
-                    Some(Err(blocks)) => {
+                    Got::Blocks(blocks) => {
                         self.data.advance(used);
                         Some(blocks)
                     }
-                    None => {
+                    Got::End => {
                         self.data.advance(used);
                         None
                     }
