@@ -46,6 +46,15 @@ mod x86 {
         v.iter().fold(0u32, |s, &x| s.wrapping_add(x))
     }
 
+    /// The module's formula, from the lanes of chunks of `L` bytes: `a`
+    /// (byte sums), `p` (their sums before each chunk) and `w` (weighted
+    /// sums), then the `tail` serially.
+    fn finish<const N: usize>(a: [u32; N], p: [u32; N], w: [u32; N], l: u32, tail: &[u8]) -> u32 {
+        let s1 = hsum(a);
+        let s2 = hsum(p).wrapping_mul(l).wrapping_add(hsum(w));
+        super::serial(tail, s1, s2)
+    }
+
     /// 16 bytes per step; SSE2 is part of the x86_64 baseline.
     #[allow(unused_unsafe)] // the intrinsics are safe fns on newer compilers
     pub(crate) fn sse2(block: &[u8]) -> u32 {
@@ -73,9 +82,7 @@ mod x86 {
         }
         // Lanes here hold pairs of byte positions, so the per-lane weights are
         // already folded into `w`; p counts whole 16-byte chunks.
-        let s1 = hsum(a);
-        let s2 = hsum(p).wrapping_mul(16).wrapping_add(hsum(w));
-        super::serial(chunks.remainder(), s1, s2)
+        finish(a, p, w, 16, chunks.remainder())
     }
 
     /// 32 bytes per step.
@@ -110,9 +117,7 @@ mod x86 {
             _mm256_storeu_si256(p.as_mut_ptr().cast::<__m256i>(), vp);
             _mm256_storeu_si256(w.as_mut_ptr().cast::<__m256i>(), vw);
         }
-        let s1 = hsum(a);
-        let s2 = hsum(p).wrapping_mul(32).wrapping_add(hsum(w));
-        super::serial(chunks.remainder(), s1, s2)
+        finish(a, p, w, 32, chunks.remainder())
     }
 
     #[cfg(test)]
