@@ -95,6 +95,8 @@ pub struct Ctx {
     uid_map: Mutex<HashMap<u32, u32>>,
     gid_map: Mutex<HashMap<u32, u32>>,
     pub tmp_counter: AtomicU64,
+    /// Our process id, for temp names (asked once, not once per file).
+    pid: u32,
     /// Files and bytes requested and done, for the monitor's progress view.
     pub progress: crate::engine::monitor::ProgressCounter,
     /// `--partial-dir`: where interrupted transfers are kept and resumed from.
@@ -136,6 +138,7 @@ impl Ctx {
             uid_map: Mutex::new(HashMap::new()),
             gid_map: Mutex::new(HashMap::new()),
             tmp_counter: AtomicU64::new(tmp_seed),
+            pid: std::process::id(),
             progress: Default::default(),
             partial: None,
             partial_basis: Mutex::new(HashSet::new()),
@@ -252,7 +255,7 @@ impl Ctx {
     /// A fresh unique suffix for temp names.
     pub fn unique(&self) -> u64 {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        (std::process::id() as u64) << 32 | (n & 0xFFFF_FFFF)
+        (self.pid as u64) << 32 | (n & 0xFFFF_FFFF)
     }
 }
 

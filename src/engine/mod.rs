@@ -38,6 +38,9 @@ use self::receiver::{FileResult, Outcome, Receiver, RecvIn, RecvReport};
 /// the read that produced it is fully decoded. Kept at the input buffer's
 /// size ([`crate::proto::session::READ_BUFFER`]): tokens pin their buffer.
 const RECV_BATCH_BYTES: usize = 64 * 1024;
+/// Generator messages handled in one turn of the session loop at most (the
+/// rest wait for the next turn, so input is never starved).
+const GEN_DRAIN: usize = 256;
 /// Batches the receiver's queue holds (see where it is created).
 const RECV_QUEUE_BATCHES: usize = 1;
 
@@ -203,7 +206,7 @@ pub async fn run(
     let mut session = ClientSession::new(cfg)?;
     conn.send(session.take_output());
     let (gen_tx, mut gen_rx) = mpsc::channel::<GenOut>(1024);
-    let (res_tx, mut res_rx) = mpsc::unbounded_channel::<FileResult>();
+    let (res_tx, mut res_rx) = mpsc::unbounded_channel::<Vec<FileResult>>();
     let mut state = Loop {
         job,
         mon: mon.clone(),
@@ -238,8 +241,20 @@ pub async fn run(
                     let msg = deadline.as_ref().map(|d| d.message()).unwrap_or_default();
                     return Err(SyncError::local(msg, ExitCode::Timeout));
                 }
-                Some(g) = gen_rx.recv() => state.on_gen(g, &mut session)?,
-                Some(r) = res_rx.recv() => state.on_result(r, &mut session)?,
+                Some(g) = gen_rx.recv() => {
+                    state.on_gen(g, &mut session)?;
+                    // Take whatever else the generator has queued, so its
+                    // requests leave in one write, not one per file.
+                    for _ in 0..GEN_DRAIN {
+                        let Ok(g) = gen_rx.try_recv() else { break };
+                        state.on_gen(g, &mut session)?;
+                    }
+                }
+                Some(rs) = res_rx.recv() => {
+                    for r in rs {
+                        state.on_result(r, &mut session)?;
+                    }
+                }
                 // Straight into the session's input buffer: literal data is
                 // not copied again on its way to the receiver.
                 r = conn.read_buf(session.input_buffer()) => {
@@ -292,7 +307,7 @@ struct Loop {
     negotiated: Option<Negotiated>,
     report: SyncReport,
     gen_tx: mpsc::Sender<GenOut>,
-    res_tx: mpsc::UnboundedSender<FileResult>,
+    res_tx: mpsc::UnboundedSender<Vec<FileResult>>,
 }
 
 impl Loop {

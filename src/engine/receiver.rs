@@ -98,8 +98,11 @@ pub struct Receiver {
     pending_redo: Vec<i32>,
     /// Files already retried once.
     retried: std::collections::HashSet<i32>,
-    /// Where per-file results go.
-    results: mpsc::UnboundedSender<FileResult>,
+    /// Where per-file results go, one message per batch of input (a
+    /// message per file would wake the session's task once per file).
+    results: mpsc::UnboundedSender<Vec<FileResult>>,
+    /// Results of the current input batch, not sent yet.
+    done: Vec<FileResult>,
     rep: RecvReport,
     scratch: Vec<u8>,
 }
@@ -108,7 +111,7 @@ impl Receiver {
     pub fn new(
         ctx: Arc<Ctx>,
         compression: Compression,
-        results: mpsc::UnboundedSender<FileResult>,
+        results: mpsc::UnboundedSender<Vec<FileResult>>,
     ) -> Result<Self, String> {
         let inflater = match compression {
             Compression::None => None,
@@ -123,6 +126,7 @@ impl Receiver {
             pending_redo: vec![],
             retried: Default::default(),
             results,
+            done: Vec::new(),
             rep: RecvReport::default(),
             scratch: Vec::new(),
         })
@@ -138,7 +142,9 @@ impl Receiver {
                     break 'batches;
                 }
             }
+            self.send_results();
         }
+        self.send_results();
         if let Some(c) = self.cur.take() {
             // The stream ended inside a file: keep what arrived in the partial
             // dir (`--partial-dir`), or drop the temp.
@@ -147,6 +153,13 @@ impl Receiver {
         // Files still awaiting a redo that never came count as failed.
         self.rep.failed.append(&mut self.pending_redo);
         self.rep
+    }
+
+    /// Report the files finished since the last report.
+    fn send_results(&mut self) {
+        if !self.done.is_empty() {
+            let _ = self.results.send(std::mem::take(&mut self.done));
+        }
     }
 
     fn handle(&mut self, m: RecvIn) -> Result<(), String> {
@@ -159,7 +172,7 @@ impl Receiver {
                 self.ctx.progress.ended(self.ctx.monitor.as_ref(), 0, size, true);
                 self.rep.not_sent.push(ndx);
                 self.pending_redo.retain(|&n| n != ndx);
-                let _ = self.results.send(FileResult { ndx, outcome: Outcome::Failed });
+                self.done.push(FileResult { ndx, outcome: Outcome::Failed });
                 Ok(())
             }
             RecvIn::Barrier(reply) => {
@@ -321,7 +334,7 @@ impl Receiver {
         let (written, size) = (cur.written, cur.entry.size);
         let outcome = self.conclude(cur, ok_sum, flushed);
         self.ctx.progress.ended(self.ctx.monitor.as_ref(), written, size, outcome != Outcome::Redo);
-        let _ = self.results.send(FileResult { ndx, outcome });
+        self.done.push(FileResult { ndx, outcome });
         Ok(())
     }
 
