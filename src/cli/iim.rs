@@ -1083,7 +1083,7 @@ pub fn iim_main_with(args: Vec<OsString>, log_format: Option<super::log::LogForm
         },
     };
     super::log::init(format, super::log::Style::Iim, verbosity(level));
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match super::runtime(false) {
         Ok(rt) => rt,
         Err(e) => {
             eprint_line(&format!("iim: cannot start the runtime: {e}"));
