@@ -97,6 +97,9 @@ pub struct Transcript {
     pub messages: Vec<(MsgKind, Vec<u8>)>,
     pub phases_ended: Vec<u32>,
     pub stats: Option<ServerStats>,
+    /// How much of `output` had been taken when the statistics arrived (the
+    /// output of earlier chunks only).
+    pub output_at_stats: Option<usize>,
     pub finished: bool,
     /// Server input bytes fed before the driver stopped.
     pub fed: usize,
@@ -344,7 +347,10 @@ impl EmptyDestDriver {
                     self.session.end_phase().map_err(Failure::Session)?;
                 }
             }
-            Event::Stats(s) => self.t.stats = Some(s),
+            Event::Stats(s) => {
+                self.t.stats = Some(s);
+                self.t.output_at_stats = Some(self.t.output.len());
+            }
             Event::Finished => self.t.finished = true,
         }
         Ok(())

@@ -543,6 +543,29 @@ fn corrupted_recordings_never_panic() {
     );
 }
 
+/// The end of a transfer costs no round trips beyond rsync's own client:
+/// our final NDX_DONE ("goodbye", main.c client_run) leaves with the last
+/// phase end, before the server's statistics, and once the server's last
+/// word is in (its statistics; from protocol 31 also its echo of the
+/// goodbye, which we answer) the session is over without waiting for the
+/// server to close. Both used to cost a round trip each: 100 ms on a 50 ms
+/// link.
+#[test]
+fn the_goodbye_leaves_early_and_the_end_needs_no_eof() {
+    for dir in fixture_dirs() {
+        let fx = load(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let (_, barriers) = causal_barriers(config(&fx), &fx.server, true);
+        let t = drive_empty_dest(config(&fx), &fx.server, &[4096], &barriers, false);
+        assert!(t.failure.is_none(), "{}: {:?}", fx.name, t.failure);
+        assert!(t.finished, "{}: the session still waits for the server to close", fx.name);
+        assert_eq!(t.output, fx.client, "{}", fx.name);
+        let at = t.output_at_stats.unwrap_or_else(|| panic!("{}: no statistics", fx.name));
+        // Written after the statistics arrived: only the answer to the echo.
+        let want: &[u8] = if fx.protocol >= 31 { &[1, 0, 0, 7, 0] } else { &[] };
+        assert_eq!(&t.output[at..], want, "{}: written after the statistics", fx.name);
+    }
+}
+
 /// The recorded client stream is well-formed on its own: after the text
 /// handshake it is MSG_DATA frames only (protocol ≥ 30), ending with the
 /// goodbye NDX_DONEs.

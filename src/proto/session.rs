@@ -300,6 +300,10 @@ pub struct ClientSession {
     outstanding: VecDeque<Outstanding>,
     echoes: u32,
     phases_sent: u32,
+    /// Our final NDX_DONE (main.c client_run's "final goodbye") is out: it
+    /// follows the last phase end at once, as rsync's generator sends it,
+    /// instead of waiting a round trip for the server's statistics.
+    goodbye_sent: bool,
     io_error: i32,
     got_xfer_error: bool,
     text_lines: usize,
@@ -357,6 +361,7 @@ impl ClientSession {
             outstanding: VecDeque::new(),
             echoes: 0,
             phases_sent: 0,
+            goodbye_sent: false,
             io_error: 0,
             got_xfer_error: false,
             text_lines: 0,
@@ -1128,9 +1133,18 @@ impl ClientSession {
                 }
                 self.data.advance(r.consumed());
                 self.events.push_back(Event::Stats(st));
-                // Goodbye (main.c read_final_goodbye): our final NDX_DONE.
-                self.write_ndx(NDX_DONE);
-                self.rx = if self.protocol >= 31 { Rx::FinalEcho } else { Rx::AwaitEof };
+                // Goodbye (main.c client_run): our final NDX_DONE, normally
+                // sent with the last phase end already.
+                if !self.goodbye_sent {
+                    self.write_ndx(NDX_DONE);
+                    self.goodbye_sent = true;
+                }
+                if self.protocol >= 31 {
+                    self.rx = Rx::FinalEcho;
+                } else {
+                    self.rx = Rx::AwaitEof;
+                    self.transfer_over()?;
+                }
                 Ok(true)
             }
             Rx::FinalEcho => {
@@ -1142,8 +1156,10 @@ impl ClientSession {
                 }
                 self.ndx_in = st;
                 self.data.advance(r.consumed());
+                // main.c read_final_goodbye: the receiver's answer to the echo.
                 self.write_ndx(NDX_DONE);
                 self.rx = Rx::AwaitEof;
+                self.transfer_over()?;
                 Ok(true)
             }
             Rx::AwaitEof => {
@@ -1359,6 +1375,26 @@ impl ClientSession {
             self.phases_sent += 1;
         }
         self.cut_pending();
+        let last_phase = if self.protocol >= 29 { 3 } else { 2 };
+        if self.phases_sent == last_phase && !self.goodbye_sent {
+            // In a frame of its own, where it used to go after the statistics.
+            self.write_ndx(NDX_DONE);
+            self.goodbye_sent = true;
+            self.cut_pending();
+        }
+        Ok(())
+    }
+
+    /// The transfer is over once our last word is written: like rsync's
+    /// client, do not wait a round trip for the server to close (its echo of
+    /// the goodbye, protocol ≥ 31, is already in). Bytes already here after
+    /// the end are still an error.
+    fn transfer_over(&mut self) -> Result<(), DecodeError> {
+        if !self.data.is_empty() {
+            return Err(DecodeError::Malformed("data after the end of the transfer".into()));
+        }
+        self.stage = Stage::Closed;
+        self.events.push_back(Event::Finished);
         Ok(())
     }
 
