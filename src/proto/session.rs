@@ -380,6 +380,15 @@ impl ClientSession {
             Mode::Daemon => {
                 let g = handshake::greeting(s.cfg.max_protocol);
                 s.out.extend_from_slice(&g);
+                // The module line does not depend on the server's greeting,
+                // and the daemon reads its client's greeting line by line
+                // (clientserver.c), so it goes out with ours: one round
+                // trip less than waiting for the server's greeting first.
+                let modline = match &s.cfg.module {
+                    Some(m) => format!("{m}\n"),
+                    None => "\n".to_string(),
+                };
+                s.out.extend_from_slice(modline.as_bytes());
             }
             Mode::RemoteShell => {
                 s.stage = Stage::ShellVersion;
@@ -581,11 +590,7 @@ impl ClientSession {
         let g = handshake::parse_greeting(&line).map_err(SessionError::Incompatible)?;
         self.protocol = handshake::negotiate_protocol(self.cfg.max_protocol, &g).map_err(SessionError::Incompatible)?;
         self.server_digests = g.digests;
-        let modline = match &self.cfg.module {
-            Some(m) => format!("{m}\n"),
-            None => "\n".to_string(),
-        };
-        self.out.extend_from_slice(modline.as_bytes());
+        // The module line went out with our greeting.
         self.stage = Stage::Lines;
         Ok(true)
     }
@@ -1465,9 +1470,12 @@ mod tests {
     #[test]
     fn handshake_up_to_args() {
         let mut s = ClientSession::new(cfg()).unwrap();
-        assert!(s.take_output().starts_with(b"@RSYNCD: 32.0 "));
+        // The module line leaves with the greeting, not a round trip later.
+        let hello = s.take_output();
+        assert!(hello.starts_with(b"@RSYNCD: 32.0 "));
+        assert!(hello.ends_with(b"\nm\n"), "{:?}", String::from_utf8_lossy(&hello));
         s.handle_input(b"@RSYNCD: 31.0\n").unwrap();
-        assert_eq!(s.take_output(), b"m\n");
+        assert_eq!(s.take_output(), b"");
         s.handle_input(b"hello motd\n\n@RSYNCD: OK\n").unwrap();
         assert!(matches!(s.poll_event(), Some(Event::Text(t)) if t == b"hello motd"));
         let args = s.take_output();
