@@ -304,6 +304,8 @@ pub struct ClientSession {
     /// follows the last phase end at once, as rsync's generator sends it,
     /// instead of waiting a round trip for the server's statistics.
     goodbye_sent: bool,
+    /// The filter list (and `--files-from` names) are out.
+    filters_sent: bool,
     io_error: i32,
     got_xfer_error: bool,
     text_lines: usize,
@@ -362,6 +364,7 @@ impl ClientSession {
             echoes: 0,
             phases_sent: 0,
             goodbye_sent: false,
+            filters_sent: false,
             io_error: 0,
             got_xfer_error: false,
             text_lines: 0,
@@ -688,6 +691,7 @@ impl ClientSession {
         if self.stage == Stage::Seed {
             self.settle_choices(None, None)?;
         }
+        self.send_filters()?;
         Ok(true)
     }
 
@@ -769,26 +773,14 @@ impl ClientSession {
         Ok(())
     }
 
-    fn step_seed(&mut self) -> SResult<bool> {
-        let mut r = Reader::new(&self.inbuf[..]);
-        let seed = match r.i32() {
-            Ok(v) => v,
-            Err(DecodeError::Incomplete) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        self.inbuf.advance(r.consumed());
-        if self.protocol < 30 {
-            self.settle_choices(None, None)?;
-        }
-        self.sums.seed = seed;
-        self.mux_in = true;
+    /// The filter list (exclude.c send_filter_list: int length + rule, then
+    /// int 0) and the `--files-from` names. From protocol 30 they leave
+    /// right after our negotiation strings instead of after the server's
+    /// checksum seed: they do not depend on it, and the server reads them in
+    /// order after sending it, so this saves a round trip.
+    fn send_filters(&mut self) -> SResult<()> {
+        self.filters_sent = true;
         self.mux_out = self.protocol >= 30;
-        self.events.push_back(Event::Negotiated(Negotiated {
-            protocol: self.protocol,
-            compat: self.compat,
-            sums: self.sums,
-            compression: self.compression,
-        }));
         // Filter list (exclude.c send_filter_list): int length + rule, then int 0.
         let rules = if self.protocol >= 29 {
             self.cfg.opts.filter_rules.clone()
@@ -817,6 +809,32 @@ impl ClientSession {
                 self.pending.extend_from_slice(&raw);
                 self.cut_pending();
             }
+        }
+        Ok(())
+    }
+
+    fn step_seed(&mut self) -> SResult<bool> {
+        let mut r = Reader::new(&self.inbuf[..]);
+        let seed = match r.i32() {
+            Ok(v) => v,
+            Err(DecodeError::Incomplete) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        self.inbuf.advance(r.consumed());
+        if self.protocol < 30 {
+            self.settle_choices(None, None)?;
+        }
+        self.sums.seed = seed;
+        self.mux_in = true;
+        self.mux_out = self.protocol >= 30;
+        self.events.push_back(Event::Negotiated(Negotiated {
+            protocol: self.protocol,
+            compat: self.compat,
+            sums: self.sums,
+            compression: self.compression,
+        }));
+        if !self.filters_sent {
+            self.send_filters()?;
         }
         let o = &self.cfg.opts;
         let csum_len = self.sums.kind.digest_len();
@@ -1481,6 +1499,38 @@ mod tests {
         let args = s.take_output();
         assert!(args.starts_with(b"--server\0--sender\0"));
         assert_eq!(s.protocol(), 31);
+    }
+
+    /// From protocol 30 the filter list leaves with our negotiation
+    /// strings, before the server's checksum seed, which it does not need
+    /// (a round trip less); the seed then asks nothing more of us.
+    #[test]
+    fn filter_list_does_not_wait_for_the_seed() {
+        let mut s = ClientSession::new(cfg()).unwrap();
+        s.take_output();
+        s.handle_input(b"@RSYNCD: 32.0 md5\n@RSYNCD: OK\n").unwrap();
+        assert!(s.take_output().starts_with(b"--server\0--sender\0"));
+        let mut compat = Vec::new();
+        put::varint(&mut compat, options::CF_VARINT_FLIST_FLAGS | options::CF_SAFE_FLIST | options::CF_CHKSUM_SEED_FIX);
+        s.handle_input(&compat).unwrap();
+        let mut want = Vec::new();
+        put::vstring(&mut want, options::CHECKSUM_OFFER.as_bytes());
+        if s.cfg.opts.compress == CompressRequest::Negotiate {
+            put::vstring(&mut want, options::COMPRESS_OFFER.as_bytes());
+        }
+        // MSG_DATA frame of 4 bytes: the empty filter list (int 0).
+        want.extend_from_slice(&[4, 0, 0, 7, 0, 0, 0, 0]);
+        assert_eq!(s.take_output(), want);
+        let mut lists = Vec::new();
+        put::vstring(&mut lists, b"xxh128 md5");
+        if s.cfg.opts.compress == CompressRequest::Negotiate {
+            put::vstring(&mut lists, b"zstd zlib none");
+        }
+        s.handle_input(&lists).unwrap();
+        assert_eq!(s.take_output(), b"");
+        s.handle_input(&7i32.to_le_bytes()).unwrap();
+        assert!(matches!(s.poll_event(), Some(Event::Negotiated(n)) if n.sums.seed == 7));
+        assert_eq!(s.take_output(), b"", "nothing more to say after the seed");
     }
 
     #[test]
