@@ -563,14 +563,20 @@ impl ClientSession {
         }
     }
 
-    fn step_shell_version(&mut self) -> SResult<bool> {
+    /// Take one raw little-endian int from the input, once all 4 bytes are in.
+    fn take_raw_i32(&mut self) -> SResult<Option<i32>> {
         let mut r = Reader::new(&self.inbuf[..]);
         let v = match r.i32() {
             Ok(v) => v,
-            Err(DecodeError::Incomplete) => return Ok(false),
+            Err(DecodeError::Incomplete) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         self.inbuf.advance(r.consumed());
+        Ok(Some(v))
+    }
+
+    fn step_shell_version(&mut self) -> SResult<bool> {
+        let Some(v) = self.take_raw_i32()? else { return Ok(false) };
         if !(20..=40).contains(&v) {
             return Err(SessionError::Incompatible(format!(
                 "remote rsync answered with protocol {v}: is the remote shell printing text (e.g. from a login script)?"
@@ -814,13 +820,7 @@ impl ClientSession {
     }
 
     fn step_seed(&mut self) -> SResult<bool> {
-        let mut r = Reader::new(&self.inbuf[..]);
-        let seed = match r.i32() {
-            Ok(v) => v,
-            Err(DecodeError::Incomplete) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        self.inbuf.advance(r.consumed());
+        let Some(seed) = self.take_raw_i32()? else { return Ok(false) };
         if self.protocol < 30 {
             self.settle_choices(None, None)?;
         }
