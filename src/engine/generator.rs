@@ -907,6 +907,14 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
                 let p = perms_differ(ctx, e, &m);
                 let o = ctx.owner_of(e).is_some_and(|u| u != m.uid);
                 let g = ctx.group_of(e).is_some_and(|x| x != m.gid);
+                // With -c, rsync sets the time of a file the checksum found
+                // current exactly, sub-second part included, and says nothing
+                // when only that part differed (generator.c
+                // maybe_ATTRS_ACCURATE_TIME; itemize compares whole seconds).
+                let exact_time = ctx.opts.times && ctx.opts.checksum && m.mtime_nsec != e.mtime_nsec;
+                if !(t || p || o || g) && exact_time && !dry {
+                    dir.set_mtime(base, e.mtime, e.mtime_nsec)?;
+                }
                 if t || p || o || g {
                     ctx.monitor.item(&item(&format!(".f{}", attr_code(false, t, p, o, g)), e));
                     if !dry {
