@@ -300,12 +300,6 @@ pub struct ClientSession {
     outstanding: VecDeque<Outstanding>,
     echoes: u32,
     phases_sent: u32,
-    /// Our final NDX_DONE (main.c client_run's "final goodbye") is out: it
-    /// follows the last phase end at once, as rsync's generator sends it,
-    /// instead of waiting a round trip for the server's statistics.
-    goodbye_sent: bool,
-    /// The filter list (and `--files-from` names) are out.
-    filters_sent: bool,
     io_error: i32,
     got_xfer_error: bool,
     text_lines: usize,
@@ -363,8 +357,6 @@ impl ClientSession {
             outstanding: VecDeque::new(),
             echoes: 0,
             phases_sent: 0,
-            goodbye_sent: false,
-            filters_sent: false,
             io_error: 0,
             got_xfer_error: false,
             text_lines: 0,
@@ -785,7 +777,6 @@ impl ClientSession {
     /// checksum seed: they do not depend on it, and the server reads them in
     /// order after sending it, so this saves a round trip.
     fn send_filters(&mut self) -> SResult<()> {
-        self.filters_sent = true;
         self.mux_out = self.protocol >= 30;
         // Filter list (exclude.c send_filter_list): int length + rule, then int 0.
         let rules = if self.protocol >= 29 {
@@ -826,14 +817,14 @@ impl ClientSession {
         }
         self.sums.seed = seed;
         self.mux_in = true;
-        self.mux_out = self.protocol >= 30;
         self.events.push_back(Event::Negotiated(Negotiated {
             protocol: self.protocol,
             compat: self.compat,
             sums: self.sums,
             compression: self.compression,
         }));
-        if !self.filters_sent {
+        if self.protocol < 30 {
+            // From protocol 30 they left with our offers (step_compat).
             self.send_filters()?;
         }
         let o = &self.cfg.opts;
@@ -1156,16 +1147,12 @@ impl ClientSession {
                 }
                 self.data.advance(r.consumed());
                 self.events.push_back(Event::Stats(st));
-                // Goodbye (main.c client_run): our final NDX_DONE, normally
-                // sent with the last phase end already.
-                if !self.goodbye_sent {
-                    self.write_ndx(NDX_DONE);
-                    self.goodbye_sent = true;
-                }
+                // Our goodbye (main.c client_run) is already out: it left
+                // with the last phase end (end_phase), and the server only
+                // echoes phases we ended (on_echo).
                 if self.protocol >= 31 {
                     self.rx = Rx::FinalEcho;
                 } else {
-                    self.rx = Rx::AwaitEof;
                     self.transfer_over()?;
                 }
                 Ok(true)
@@ -1181,7 +1168,6 @@ impl ClientSession {
                 self.data.advance(r.consumed());
                 // main.c read_final_goodbye: the receiver's answer to the echo.
                 self.write_ndx(NDX_DONE);
-                self.rx = Rx::AwaitEof;
                 self.transfer_over()?;
                 Ok(true)
             }
@@ -1330,7 +1316,7 @@ impl ClientSession {
             }
             self.events.push_back(Event::NoSend(o.ndx));
         }
-        let max_phase = if self.protocol >= 29 { 2 } else { 1 };
+        let max_phase = self.max_phase();
         if self.echoes <= 2 {
             self.events.push_back(Event::PhaseEnded(self.echoes - 1));
         }
@@ -1398,14 +1384,25 @@ impl ClientSession {
             self.phases_sent += 1;
         }
         self.cut_pending();
-        let last_phase = if self.protocol >= 29 { 3 } else { 2 };
-        if self.phases_sent == last_phase && !self.goodbye_sent {
-            // In a frame of its own, where it used to go after the statistics.
+        if self.phases_sent == self.max_phase() + 1 {
+            // The goodbye (main.c client_run: our final NDX_DONE) follows
+            // the last phase end at once, as rsync's generator sends it, in
+            // a frame of its own, instead of a round trip later after the
+            // server's statistics.
             self.write_ndx(NDX_DONE);
-            self.goodbye_sent = true;
             self.cut_pending();
         }
         Ok(())
+    }
+
+    /// The last transfer phase: 2 (normal, redo, delay-updates) from
+    /// protocol 29, else 1.
+    fn max_phase(&self) -> u32 {
+        if self.protocol >= 29 {
+            2
+        } else {
+            1
+        }
     }
 
     /// The transfer is over once our last word is written: like rsync's
