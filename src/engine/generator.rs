@@ -912,21 +912,18 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
                 // when only that part differed (generator.c
                 // maybe_ATTRS_ACCURATE_TIME; itemize compares whole seconds).
                 let exact_time = ctx.opts.times && ctx.opts.checksum && m.mtime_nsec != e.mtime_nsec;
-                if !(t || p || o || g) && exact_time && !dry {
-                    dir.set_mtime(base, e.mtime, e.mtime_nsec)?;
-                }
                 if t || p || o || g {
                     ctx.monitor.item(&item(&format!(".f{}", attr_code(false, t, p, o, g)), e));
-                    if !dry {
-                        if p {
-                            dir.chmod(base, e.mode)?;
-                        }
-                        if o || g {
-                            dir.chown(base, ctx.owner_of(e).filter(|_| o), ctx.group_of(e).filter(|_| g))?;
-                        }
-                        if t {
-                            dir.set_mtime(base, e.mtime, e.mtime_nsec)?;
-                        }
+                }
+                if !dry {
+                    if p {
+                        dir.chmod(base, e.mode)?;
+                    }
+                    if o || g {
+                        dir.chown(base, ctx.owner_of(e).filter(|_| o), ctx.group_of(e).filter(|_| g))?;
+                    }
+                    if t || exact_time {
+                        dir.set_mtime(base, e.mtime, e.mtime_nsec)?;
                     }
                 }
                 return Ok(());

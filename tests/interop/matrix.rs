@@ -98,31 +98,40 @@ fn mtime_nsec(p: &std::path::Path) -> u32 {
     fs::symlink_metadata(p).unwrap().mtime_nsec() as u32
 }
 
-/// A file whose content and whole-second mtime are current but whose
-/// sub-second part is not: with `-c` rsync sets the exact time (generator.c,
-/// `maybe_ATTRS_ACCURATE_TIME`), without `-c` it leaves the file alone (the
-/// quick check compares whole seconds). rmirror must end where the real
-/// client ends, in both modes. (Seen as a rare RECENT-file mtime left stale
-/// after a killed pass: the staging pull uses `-c`.)
+/// Files whose content and whole-second mtime are current but whose
+/// sub-second part is not (`g.txt`: its permissions too): with `-c` rsync
+/// sets the exact time (generator.c, `maybe_ATTRS_ACCURATE_TIME`), without
+/// `-c` it leaves the time alone (the quick check compares whole seconds).
+/// rmirror must end where the real client ends, in both modes. (Seen as a
+/// rare RECENT-file mtime left stale after a killed pass: the staging pull
+/// uses `-c`.)
 #[test]
 fn subsecond_mtime_is_set_as_rsync_sets_it() {
+    use std::os::unix::fs::PermissionsExt;
     const SECS: i64 = 1_700_000_000;
+    const BODY: &[u8] = b"same content on both sides\n";
     let src = TestDir::new("src");
-    fs::write(src.join("f.txt"), b"same content on both sides\n").unwrap();
-    crate::support::tree::set_mtime(&src.join("f.txt"), SECS, 123_456_789);
+    for f in ["f.txt", "g.txt"] {
+        fs::write(src.join(f), BODY).unwrap();
+        fs::set_permissions(src.join(f), fs::Permissions::from_mode(0o644)).unwrap();
+        crate::support::tree::set_mtime(&src.join(f), SECS, 123_456_789);
+    }
     let d = Rsyncd::builder().add_module(Module::new("pub", src.path())).start();
     let url = d.url("pub");
     let dests = TestDir::new("dest");
     for (mode, flag) in [("c", Some("-c")), ("quick", None)] {
-        let mut nsec = Vec::new();
+        let mut got = Vec::new();
         for who in ["rsync", "rmirror"] {
-            let dest = dests.join(&format!("{mode}-{who}"));
+            let dest = dests.join(format!("{mode}-{who}"));
             fs::create_dir_all(&dest).unwrap();
-            fs::write(dest.join("f.txt"), b"same content on both sides\n").unwrap();
-            crate::support::tree::set_mtime(&dest.join("f.txt"), SECS, 987_654_321);
+            for (f, perm) in [("f.txt", 0o644), ("g.txt", 0o600)] {
+                fs::write(dest.join(f), BODY).unwrap();
+                fs::set_permissions(dest.join(f), fs::Permissions::from_mode(perm)).unwrap();
+                crate::support::tree::set_mtime(&dest.join(f), SECS, 987_654_321);
+            }
             if who == "rsync" {
                 let mut c = crate::support::rsync_command();
-                c.args(["-rt", "--no-motd"]).args(flag).arg(&url).arg(crate::support::dir_arg(&dest));
+                c.args(["-rtp", "--no-motd"]).args(flag).arg(&url).arg(crate::support::dir_arg(&dest));
                 let o = c.output().expect("run rsync");
                 assert!(o.status.success(), "rsync failed: {}", String::from_utf8_lossy(&o.stderr));
             } else {
@@ -130,13 +139,15 @@ fn subsecond_mtime_is_set_as_rsync_sets_it() {
                 args.extend(flag);
                 let out = sync(&url, &dest, &args);
                 out.ok();
-                // rsync itemizes whole seconds: a sub-second fix is silent
-                assert!(out.stdout().trim().is_empty(), "{}", out.show());
+                // rsync itemizes whole seconds: a sub-second fix alone is silent
+                let files: Vec<String> = out.stdout().lines().filter(|l| l.starts_with(".f")).map(str::to_owned).collect();
+                assert_eq!(files, [".f...p..... g.txt"], "{}", out.show());
             }
-            nsec.push(mtime_nsec(&dest.join("f.txt")));
+            let md = |f: &str| fs::symlink_metadata(dest.join(f)).unwrap();
+            got.push((mtime_nsec(&dest.join("f.txt")), mtime_nsec(&dest.join("g.txt")), md("g.txt").permissions().mode() & 0o7777));
         }
-        assert_eq!(nsec[1], nsec[0], "{mode}: rmirror left {} ns, rsync {} ns", nsec[1], nsec[0]);
+        assert_eq!(got[1], got[0], "{mode}: rmirror (left) and rsync (right) differ: (f ns, g ns, g mode)");
         let want = if flag.is_some() { 123_456_789 } else { 987_654_321 };
-        assert_eq!(nsec[0], want, "{mode}: the real rsync did not do what this test expects");
+        assert_eq!(got[0], (want, want, 0o644), "{mode}: the real rsync did not do what this test expects");
     }
 }
