@@ -87,6 +87,18 @@ struct Current {
     /// Literal data arrived for this file (only then is an interrupted temp
     /// worth keeping as a partial file: rsync's `cleanup_got_literal`).
     got_literal: bool,
+    /// The temp is unnamed (`O_TMPFILE`; `tmp` is empty): it vanishes when
+    /// closed unless [`commit::place_anon`] links it.
+    anon: bool,
+}
+
+impl Current {
+    /// Remove the temp of a file that will not be published.
+    fn discard(&self) {
+        if !self.anon {
+            let _ = self.dir.unlink(&self.tmp);
+        }
+    }
 }
 
 pub struct Receiver {
@@ -105,6 +117,9 @@ pub struct Receiver {
     done: Vec<FileResult>,
     rep: RecvReport,
     scratch: Vec<u8>,
+    /// Unnamed temps work here (cleared at the first directory that
+    /// refuses `O_TMPFILE`, e.g. a filesystem without it).
+    anon_ok: bool,
 }
 
 impl Receiver {
@@ -129,6 +144,7 @@ impl Receiver {
             done: Vec::new(),
             rep: RecvReport::default(),
             scratch: Vec::new(),
+            anon_ok: true,
         })
     }
 
@@ -194,6 +210,7 @@ impl Receiver {
         }
         let hasher = FileHasher::new(&self.ctx.sums);
         let mut broken = None;
+        let mut anon = false;
         let (dir, tmp, out, basis) = match self.cache.parent_of(&e.name) {
             Ok((dir, base)) => {
                 let base = base.to_vec();
@@ -219,14 +236,28 @@ impl Receiver {
                 };
                 let mut out = None;
                 let mut tmp = Vec::new();
+                // Matched blocks are read straight into the write buffer, so
+                // it holds at least one whole block.
+                let cap = write_buffer_len(e.size).max(if basis.is_some() { head.blength.max(0) as usize } else { 0 });
+                // A file published at once gets an unnamed temp: no temp name
+                // to create and rename away, and nothing left if we are killed.
+                if self.anon_ok && self.ctx.partial.is_none() && self.ctx.publishes_at_once(&e.name) {
+                    match dir.create_anon() {
+                        Some(f) => {
+                            out = Some(OutFile::new(f, cap));
+                            anon = true;
+                        }
+                        None => self.anon_ok = false,
+                    }
+                }
                 for _ in 0..8 {
+                    if anon {
+                        break;
+                    }
                     tmp = dest::tmp_name(&base, self.ctx.unique());
                     match dir.create_excl(&tmp) {
                         Ok(f) => {
-                            // Matched blocks are read straight into the write
-                            // buffer, so it holds at least one whole block.
-                            let blen = if basis.is_some() { head.blength.max(0) as usize } else { 0 };
-                            out = Some(OutFile::new(f, write_buffer_len(e.size).max(blen)));
+                            out = Some(OutFile::new(f, cap));
                             break;
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -246,7 +277,7 @@ impl Receiver {
                 (self.ctx.dest.root().clone(), Vec::new(), None, None)
             }
         };
-        self.cur = Some(Current { ndx, entry: e, head, dir, tmp, out, basis, hasher, broken, written: 0, got_literal: false });
+        self.cur = Some(Current { ndx, entry: e, head, dir, tmp, out, basis, hasher, broken, written: 0, got_literal: false, anon });
         Ok(())
     }
 
@@ -343,7 +374,7 @@ impl Receiver {
         let e = cur.entry.clone();
         let name = crate::text::escape_name(&e.name);
         if let Some(why) = cur.broken.take() {
-            let _ = cur.dir.unlink(&cur.tmp);
+            cur.discard();
             self.ctx.monitor.local_error(&format!("{name}: {why}"));
             if !ok_sum && self.retried.insert(cur.ndx) {
                 self.pending_redo.push(cur.ndx);
@@ -353,7 +384,7 @@ impl Receiver {
             return Outcome::Failed;
         }
         if !ok_sum {
-            let _ = cur.dir.unlink(&cur.tmp);
+            cur.discard();
             if self.retried.insert(cur.ndx) {
                 self.pending_redo.push(cur.ndx);
                 return Outcome::Redo;
@@ -376,15 +407,20 @@ impl Receiver {
                 .map_err(std::io::Error::from);
         }
         if let Err(err) = attr_ok {
-            let _ = cur.dir.unlink(&cur.tmp);
+            cur.discard();
             self.ctx.monitor.local_error(&format!("{name}: {err}"));
             self.rep.failed.push(cur.ndx);
             return Outcome::Failed;
         }
         // rsync's default publishes the verified file now, so nothing about
         // it stays in memory until the end of the run.
-        drop(f);
-        match crate::engine::commit::place(&self.ctx, &cur.dir, &e.name, cur.tmp, cur.ndx) {
+        let placed = if cur.anon {
+            crate::engine::commit::place_anon(&self.ctx, &cur.dir, &e.name, &f, cur.ndx).map(|()| None)
+        } else {
+            drop(f);
+            crate::engine::commit::place(&self.ctx, &cur.dir, &e.name, cur.tmp, cur.ndx)
+        };
+        match placed {
             Ok(Some(staged)) => self.rep.staged.push(staged),
             Ok(None) => self.rep.published += 1,
             Err(err) => {
@@ -407,9 +443,9 @@ impl Receiver {
     /// holds only blocks of the basis, and an existing partial stays as it
     /// is) or something already went wrong writing it. Otherwise the temp goes.
     fn interrupted(&mut self, c: Current) {
-        let Current { entry, dir, tmp, out, broken, got_literal, .. } = c;
-        if tmp.is_empty() {
-            return; // no temp was created
+        let Current { entry, dir, tmp, out, broken, got_literal, anon, .. } = c;
+        if tmp.is_empty() || anon {
+            return; // no temp was created, or an unnamed one: gone when closed
         }
         let keep = match (&self.ctx.partial, out) {
             (Some(p), Some(w)) if got_literal && broken.is_none() && !self.ctx.opts.dry_run => match w.into_inner() {
