@@ -1,6 +1,6 @@
-//! Publishing a finished run. By default each file is renamed into place as
-//! soon as it is verified ([`publish_one`], called by the receiver and the
-//! generator, as rsync does without `--delay-updates`); what is still staged
+//! Publishing a finished run. By default each file is put in place as soon
+//! as it is verified ([`place_anon`] or [`publish_one`], called by the
+//! receiver and the generator, as rsync does without `--delay-updates`); what is still staged
 //! here — everything with `--delay-updates` (and the jobs and RECENT modes,
 //! which always delay), and the late-publish paths in any mode (plan rule M4) —
 //! is renamed into place together at the end, then hard links are made, then

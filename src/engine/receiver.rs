@@ -1,7 +1,9 @@
 //! The receiver: turns the sender's token stream for each requested file into a
-//! hidden temp file next to its final name, copying matched blocks from the
-//! basis, hashing everything written, and verifying the whole-file checksum
-//! (`receiver.c receive_data`). A verified file is renamed into place at once
+//! temp file next to its final name (unnamed, `O_TMPFILE`, when the file is
+//! published at once and the filesystem allows; else hidden and named),
+//! copying matched blocks from the basis, hashing everything written, and
+//! verifying the whole-file checksum (`receiver.c receive_data`). A verified
+//! file is linked or renamed into place at once
 //! (or, with `--delay-updates` and for late paths, staged for the commit step);
 //! a mismatch in the first pass asks for a redo, a second one is an error.
 //!
