@@ -119,9 +119,10 @@ pub struct Receiver {
     done: Vec<FileResult>,
     rep: RecvReport,
     scratch: Vec<u8>,
-    /// Unnamed temps work here (cleared at the first directory that
-    /// refuses `O_TMPFILE`, e.g. a filesystem without it).
-    anon_ok: bool,
+    /// Unnamed temps work here: probed at the first file that would use one
+    /// ([`anon_temps_work`]), cleared at the first directory that refuses
+    /// `O_TMPFILE` (a filesystem without it).
+    anon_ok: Option<bool>,
 }
 
 impl Receiver {
@@ -146,7 +147,7 @@ impl Receiver {
             done: Vec::new(),
             rep: RecvReport::default(),
             scratch: Vec::new(),
-            anon_ok: true,
+            anon_ok: None,
         })
     }
 
@@ -243,13 +244,17 @@ impl Receiver {
                 let cap = write_buffer_len(e.size).max(if basis.is_some() { head.blength.max(0) as usize } else { 0 });
                 // A file published at once gets an unnamed temp: no temp name
                 // to create and rename away, and nothing left if we are killed.
-                if self.anon_ok && self.ctx.partial.is_none() && self.ctx.publishes_at_once(&e.name) {
+                let ctx = &self.ctx;
+                if ctx.partial.is_none()
+                    && ctx.publishes_at_once(&e.name)
+                    && *self.anon_ok.get_or_insert_with(|| anon_temps_work(&dir, ctx))
+                {
                     match dir.create_anon() {
                         Some(f) => {
                             out = Some(OutFile::new(f, cap));
                             anon = true;
                         }
-                        None => self.anon_ok = false,
+                        None => self.anon_ok = Some(false),
                     }
                 }
                 for _ in 0..8 {
@@ -478,6 +483,21 @@ impl Receiver {
             self.rep.kept_partial += 1;
         }
     }
+}
+
+/// Whether unnamed temps can be made in `dir` and then named: `O_TMPFILE`,
+/// and a link by descriptor or through `/proc/self/fd` (before Linux 6.10,
+/// linking by descriptor needs CAP_DAC_READ_SEARCH, and a chroot may have
+/// no `/proc`). Checked once with a throwaway file, so that a file is never
+/// written to a temp that cannot be given its name.
+fn anon_temps_work(dir: &DirHandle, ctx: &Ctx) -> bool {
+    let Some(f) = dir.create_anon() else { return false };
+    let probe = dest::tmp_name(b"probe", ctx.unique());
+    let ok = dir.link_anon(&f, &probe).is_ok();
+    if ok {
+        let _ = dir.unlink(&probe);
+    }
+    ok
 }
 
 /// Write buffer for a file of `size` bytes (the sender's length; the real
