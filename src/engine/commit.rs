@@ -148,9 +148,10 @@ pub fn place(ctx: &Ctx, dir: &dest::DirHandle, name: &[u8], tmp: Vec<u8>, ndx: i
 }
 
 /// [`place`] for an unnamed temp (`O_TMPFILE`, only made when the file is
-/// published at once and there is no `--partial-dir` to keep it in): linked straight to its name when that is free (a new
-/// file: no temp name to create and rename away), else linked under a temp
-/// name and renamed over what is there, as a named temp would be.
+/// published at once and there is no `--partial-dir` to keep it in): linked
+/// straight to its name when that is free (a new file: no temp name to
+/// create and rename away), else linked under a temp name and renamed over
+/// what is there, as a named temp would be.
 pub fn place_anon(ctx: &Ctx, dir: &dest::DirHandle, name: &[u8], f: &std::fs::File, ndx: i32) -> std::io::Result<()> {
     let base = dest::split_parent(name).1;
     match dir.link_anon(f, base) {
@@ -158,20 +159,10 @@ pub fn place_anon(ctx: &Ctx, dir: &dest::DirHandle, name: &[u8], f: &std::fs::Fi
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
         Err(_) => {}
     }
-    let mut last = None;
-    for _ in 0..8 {
-        let tmp = dest::tmp_name(base, ctx.unique());
-        match dir.link_anon(f, &tmp) {
-            Ok(()) => {
-                return publish_one(ctx, dir, base, name, &tmp, ndx).inspect_err(|_| {
-                    let _ = dir.unlink(&tmp);
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other("cannot find a free temp name")))
+    let (tmp, ()) = dest::under_tmp_name(base, || ctx.unique(), |tmp| dir.link_anon(f, tmp))?;
+    publish_one(ctx, dir, base, name, &tmp, ndx).inspect_err(|_| {
+        let _ = dir.unlink(&tmp);
+    })
 }
 
 /// Rename staged temps into place, in list order: either the ordinary staged

@@ -795,6 +795,26 @@ pub fn tmp_name(base: &[u8], unique: u64) -> Vec<u8> {
     n
 }
 
+/// Make something under a fresh temp name for `base` ([`tmp_name`]): `make`
+/// is tried with up to 8 names, a taken one (`AlreadyExists`) moving on to
+/// the next. Gives the name it succeeded with; when all 8 were taken, an
+/// `AlreadyExists` error saying so.
+pub fn under_tmp_name<T>(
+    base: &[u8],
+    mut unique: impl FnMut() -> u64,
+    mut make: impl FnMut(&[u8]) -> io::Result<T>,
+) -> io::Result<(Vec<u8>, T)> {
+    for _ in 0..8 {
+        let tmp = tmp_name(base, unique());
+        match make(&tmp) {
+            Ok(v) => return Ok((tmp, v)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, "cannot find a free temp name"))
+}
+
 /// True for names rmirror's own temp files use.
 pub fn is_tmp_name(name: &[u8]) -> bool {
     name.starts_with(TMP_PREFIX)

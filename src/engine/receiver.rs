@@ -257,25 +257,17 @@ impl Receiver {
                         None => self.anon_ok = Some(false),
                     }
                 }
-                for _ in 0..8 {
-                    if anon {
-                        break;
-                    }
-                    tmp = dest::tmp_name(&base, self.ctx.unique());
-                    match dir.create_excl(&tmp) {
-                        Ok(f) => {
+                if !anon {
+                    match dest::under_tmp_name(&base, || self.ctx.unique(), |t| dir.create_excl(t)) {
+                        Ok((t, f)) => {
+                            tmp = t;
                             out = Some(OutFile::new(f, cap));
-                            break;
                         }
-                        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                        Err(err) => {
-                            broken = Some(format!("cannot create temp file: {err}"));
-                            break;
+                        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                            broken = Some("cannot find a free temp name".into())
                         }
+                        Err(err) => broken = Some(format!("cannot create temp file: {err}")),
                     }
-                }
-                if out.is_none() && broken.is_none() {
-                    broken = Some("cannot find a free temp name".into());
                 }
                 (dir, tmp, out, basis)
             }
@@ -450,9 +442,9 @@ impl Receiver {
     /// holds only blocks of the basis, and an existing partial stays as it
     /// is) or something already went wrong writing it. Otherwise the temp goes.
     fn interrupted(&mut self, c: Current) {
-        let Current { entry, dir, tmp, out, broken, got_literal, anon, .. } = c;
-        if tmp.is_empty() || anon {
-            return; // no temp was created, or an unnamed one: gone when closed
+        let Current { entry, dir, tmp, out, broken, got_literal, .. } = c;
+        if tmp.is_empty() {
+            return; // no named temp: none was made, or an unnamed one, gone when closed
         }
         let keep = match (&self.ctx.partial, out) {
             (Some(p), Some(w)) if got_literal && broken.is_none() && !self.ctx.opts.dry_run => match w.into_inner() {
