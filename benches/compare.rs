@@ -556,15 +556,28 @@ fn print_outcome(o: &Outcome) {
         print!("{:>14.3}", col(&o.rm, *f) / col(&o.rs, *f));
     }
     println!();
+    let per_pair: Vec<String> = pair_wall_ratios(o).iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "  wall ratio per pair: {} (median {:.3})",
+        per_pair.join(" "),
+        median(pair_wall_ratios(o))
+    );
     if let Some((w, c)) = o.floor {
         println!("  server floor (rsync --list-only -r): wall {w:.3} s, cpu {c:.3} s (client side)");
     }
 }
 
+/// rmirror's wall time over rsync's within each pair. The two runs of a pair
+/// follow each other, so a slow spell of the host that spans both cancels
+/// out here, where the ratio of the two medians can take it for a result.
+fn pair_wall_ratios(o: &Outcome) -> Vec<f64> {
+    o.rm.iter().zip(&o.rs).map(|(m, s)| m.wall / s.wall).collect()
+}
+
 fn summary_table(outs: &[Outcome], skipped: &[(String, String)]) {
     println!("\n## Summary (markdown, medians; ratio = rmirror/rsync)\n");
-    println!("| scenario | rmirror wall s | rsync wall s | wall ratio | cpu ratio (s/s) | maxrss MiB rm/rs (ratio) | pssΣ MiB rm/rs | bytes rm/rs (ratio) | list-only floor s |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| scenario | rmirror wall s | rsync wall s | wall ratio | per-pair wall ratio | cpu ratio (s/s) | maxrss MiB rm/rs (ratio) | pssΣ MiB rm/rs | bytes rm/rs (ratio) | list-only floor s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for o in outs {
         let m = |v: &[Sample], f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
         let (rw, sw) = (m(&o.rm, |s| s.wall), m(&o.rs, |s| s.wall));
@@ -576,10 +589,11 @@ fn summary_table(outs: &[Outcome], skipped: &[(String, String)]) {
             m(&o.rs, |s| (s.sent + s.recv) as f64),
         );
         println!(
-            "| ({}) {} | {rw:.2} | {sw:.2} | **{:.2}** | {:.2} ({rc:.2}/{sc:.2}) | {rr:.0}/{sr:.0} ({:.2}) | {rp:.0}/{sp:.0} | {rb:.0}/{sb:.0} ({:.3}) | {} |",
+            "| ({}) {} | {rw:.2} | {sw:.2} | **{:.2}** | {:.2} | {:.2} ({rc:.2}/{sc:.2}) | {rr:.0}/{sr:.0} ({:.2}) | {rp:.0}/{sp:.0} | {rb:.0}/{sb:.0} ({:.3}) | {} |",
             o.id,
             o.title,
             rw / sw,
+            median(pair_wall_ratios(o)),
             rc / sc,
             rr / sr,
             rb / sb,
@@ -587,7 +601,7 @@ fn summary_table(outs: &[Outcome], skipped: &[(String, String)]) {
         );
     }
     for (id, why) in skipped {
-        println!("| ({id}) skipped | {why} | | | | | | | |");
+        println!("| ({id}) skipped | {why} | | | | | | | | |");
     }
     println!();
 }
