@@ -525,40 +525,19 @@ fn read_top_object(
 ) -> Result<(Meta, Vec<RecentEvent>), RecentError> {
     let j = |e| json_err(file, e);
     cur.open(b'{').map_err(j)?;
-    let mut meta: Option<Meta> = None;
-    let mut events: Option<Vec<RecentEvent>> = None;
+    let mut top = TopMembers::new(file);
     if !cur.empty_close(b'}') {
         loop {
             let k = cur.key().map_err(j)?;
             match k.as_str() {
-                "meta" => {
-                    if meta.is_some() {
-                        return Err(RecentError::Duplicate {
-                            file: file.into(),
-                            what: "meta".into(),
-                        });
-                    }
-                    let v = cur.value().map_err(j)?;
-                    meta = Some(read_meta(v, file)?);
-                }
-                "recent" => {
-                    if events.is_some() {
-                        return Err(RecentError::Duplicate {
-                            file: file.into(),
-                            what: "recent".into(),
-                        });
-                    }
+                "meta" => top.meta(|| read_meta(cur.value().map_err(j)?, file))?,
+                "recent" => top.recent(|| {
                     if cur.peek() != Some(b'[') {
                         let found = cur.value().map_err(j)?.v.kind();
-                        return Err(RecentError::WrongType {
-                            file: file.into(),
-                            what: "recent".into(),
-                            expected: "an array",
-                            found,
-                        });
+                        return Err(not_an_array(file, found));
                     }
-                    events = Some(read_events(cur, file, opts)?);
-                }
+                    read_events(cur, file, opts)
+                })?,
                 _ => {
                     // tolerate (and skip) unknown top-level members
                     cur.value().map_err(j)?;
@@ -569,15 +548,77 @@ fn read_top_object(
             }
         }
     }
-    let meta = meta.ok_or(RecentError::Missing {
+    top.finish()
+}
+
+/// The `meta` and `recent` members of a protocol-1 top level as the JSON
+/// and YAML readers meet them: each at most once, both required.
+pub(super) struct TopMembers<'f> {
+    file: &'f str,
+    meta: Option<Meta>,
+    events: Option<Vec<RecentEvent>>,
+}
+
+impl<'f> TopMembers<'f> {
+    pub(super) fn new(file: &'f str) -> Self {
+        TopMembers {
+            file,
+            meta: None,
+            events: None,
+        }
+    }
+
+    fn duplicate(&self, what: &str) -> RecentError {
+        RecentError::Duplicate {
+            file: self.file.into(),
+            what: what.into(),
+        }
+    }
+
+    /// `meta` comes next; `read` reads its value.
+    pub(super) fn meta(
+        &mut self,
+        read: impl FnOnce() -> Result<Meta, RecentError>,
+    ) -> Result<(), RecentError> {
+        if self.meta.is_some() {
+            return Err(self.duplicate("meta"));
+        }
+        self.meta = Some(read()?);
+        Ok(())
+    }
+
+    /// `recent` comes next; `read` reads its events.
+    pub(super) fn recent(
+        &mut self,
+        read: impl FnOnce() -> Result<Vec<RecentEvent>, RecentError>,
+    ) -> Result<(), RecentError> {
+        if self.events.is_some() {
+            return Err(self.duplicate("recent"));
+        }
+        self.events = Some(read()?);
+        Ok(())
+    }
+
+    /// Both members, or which one is missing.
+    pub(super) fn finish(self) -> Result<(Meta, Vec<RecentEvent>), RecentError> {
+        let missing = |what| RecentError::Missing {
+            file: self.file.into(),
+            what,
+        };
+        let meta = self.meta.ok_or_else(|| missing("meta"))?;
+        let events = self.events.ok_or_else(|| missing("recent"))?;
+        Ok((meta, events))
+    }
+}
+
+/// `recent` holds something other than an array.
+pub(super) fn not_an_array(file: &str, found: &'static str) -> RecentError {
+    RecentError::WrongType {
         file: file.into(),
-        what: "meta",
-    })?;
-    let events = events.ok_or(RecentError::Missing {
-        file: file.into(),
-        what: "recent",
-    })?;
-    Ok((meta, events))
+        what: "recent".into(),
+        expected: "an array",
+        found,
+    }
 }
 
 /// A generic value as `serde_json` (for members kept verbatim in

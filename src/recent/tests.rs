@@ -571,3 +571,37 @@ fn random_bytes_never_panic() {
         let _ = parse_recent(&b, "RECENT-1h.json");
     }
 }
+
+/// The JSON and the YAML reader hold the top level's `meta` and `recent`
+/// to the same rules: each once, both present, `recent` an array.
+#[test]
+fn top_level_members_same_rules_in_json_and_yaml() {
+    let cases: [(&str, &str, &str); 6] = [
+        (r#"{"meta":{"interval":"1h"},"meta":{"interval":"1h"},"recent":[]}"#, "---\nmeta: {interval: 1h}\nmeta: {interval: 1h}\nrecent: []\n", "duplicate meta"),
+        (r#"{"meta":{"interval":"1h"},"recent":[],"recent":[]}"#, "---\nmeta: {interval: 1h}\nrecent: []\nrecent: []\n", "duplicate recent"),
+        (r#"{"recent":[]}"#, "---\nrecent: []\n", "missing meta"),
+        (r#"{"meta":{"interval":"1h"}}"#, "---\nmeta: {interval: 1h}\n", "missing recent"),
+        (r#"{"meta":{"interval":"1h"},"recent":{}}"#, "---\nmeta: {interval: 1h}\nrecent: {}\n", "recent not an array"),
+        (r#"{"x":1,"meta":{"interval":"1h"},"recent":[]}"#, "---\nx: 1\nmeta: {interval: 1h}\nrecent: []\n", "ok"),
+    ];
+    for (json, yaml, want) in cases {
+        for (doc, name) in [(json, "RECENT-1h.json"), (yaml, "RECENT-1h.yaml")] {
+            let got = parse_recent(doc.as_bytes(), name);
+            let ok = match (want, &got) {
+                ("duplicate meta", Err(RecentError::Duplicate { what, .. })) => what == "meta",
+                ("duplicate recent", Err(RecentError::Duplicate { what, .. })) => what == "recent",
+                ("missing meta", Err(RecentError::Missing { what: "meta", .. })) => true,
+                ("missing recent", Err(RecentError::Missing { what: "recent", .. })) => true,
+                ("recent not an array", Err(RecentError::WrongType { what, expected, found, .. })) => {
+                    what == "recent" && *expected == "an array" && *found == "object"
+                }
+                ("ok", Ok(f)) => f.events.is_empty(),
+                _ => false,
+            };
+            assert!(ok, "{name}: {want}: got {got:?}");
+            if let Err(e) = &got {
+                assert!(e.to_string().contains(name), "{e}");
+            }
+        }
+    }
+}

@@ -33,7 +33,8 @@ use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::file::{
-    push_event, read_event, read_meta, Meta, ParseOptions, RecentError, RecentEvent,
+    not_an_array, push_event, read_event, read_meta, Meta, ParseOptions, RecentError, RecentEvent,
+    TopMembers,
 };
 use super::json::{Json, Spanned, MAX_JSON_CONTAINER_ITEMS, MAX_JSON_DEPTH, MAX_JSON_STRING_BYTES};
 
@@ -235,56 +236,25 @@ pub(crate) fn read_document(
             r.events(opts)?,
         ),
         Start::Map => {
-            let mut meta: Option<Meta> = None;
-            let mut events: Option<Vec<RecentEvent>> = None;
+            let mut top = TopMembers::new(file);
             while let Some(k) = r.key()? {
                 let ev = r.next()?;
                 let s = r
                     .start(ev)?
                     .ok_or_else(|| r.err(r.last, "mapping key without a value"))?;
-                let dup = |what: &str| RecentError::Duplicate {
-                    file: file.into(),
-                    what: what.into(),
-                };
                 match k.as_str() {
-                    "meta" => {
-                        if meta.is_some() {
-                            return Err(dup("meta"));
-                        }
-                        let v = r.value(s, 1)?;
-                        meta = Some(read_meta(v, file)?);
-                    }
-                    "recent" => {
-                        if events.is_some() {
-                            return Err(dup("recent"));
-                        }
-                        match s {
-                            Start::Seq => events = Some(r.events(opts)?),
-                            other => {
-                                return Err(RecentError::WrongType {
-                                    file: file.into(),
-                                    what: "recent".into(),
-                                    expected: "an array",
-                                    found: kind(&other),
-                                })
-                            }
-                        }
-                    }
+                    "meta" => top.meta(|| read_meta(r.value(s, 1)?, file))?,
+                    "recent" => top.recent(|| match s {
+                        Start::Seq => r.events(opts),
+                        other => Err(not_an_array(file, kind(&other))),
+                    })?,
                     // tolerate (and skip, bounded) unknown top-level members
                     _ => {
                         r.value(s, 1)?;
                     }
                 }
             }
-            let meta = meta.ok_or(RecentError::Missing {
-                file: file.into(),
-                what: "meta",
-            })?;
-            let events = events.ok_or(RecentError::Missing {
-                file: file.into(),
-                what: "recent",
-            })?;
-            (meta, events)
+            top.finish()?
         }
         s @ Start::Scalar(_) => {
             return Err(RecentError::TopLevel {
