@@ -454,12 +454,6 @@ impl ClientSession {
 
     /// Feed bytes received from the server.
     pub fn handle_input(&mut self, bytes: &[u8]) -> SResult<()> {
-        if self.stage == Stage::Closed {
-            if bytes.is_empty() {
-                return Ok(());
-            }
-            return Err(SessionError::Violation("data after the end of the session".into()));
-        }
         self.inbuf.extend_from_slice(bytes);
         self.process_input()
     }
@@ -1578,6 +1572,22 @@ mod tests {
             })
             .collect();
         assert_eq!(got, ["3:0+7", "3:9+1", "3:data1", "3:10+1", "4:11+1", "4:4294967294+2"]);
+    }
+
+    /// Once the session is over, any byte more is the server's error; no
+    /// bytes at all are not.
+    #[test]
+    fn input_after_the_end_is_a_violation() {
+        let mut c = cfg();
+        c.module = None;
+        let mut s = ClientSession::new(c).unwrap();
+        s.handle_input(b"@RSYNCD: 32.0 md5\nm\tmirror\n@RSYNCD: EXIT\n").unwrap();
+        s.handle_eof().unwrap();
+        assert!(!s.wants_input());
+        s.handle_input(b"").unwrap();
+        s.process_input().unwrap();
+        let e = s.handle_input(b"x").unwrap_err();
+        assert!(matches!(&e, SessionError::Violation(m) if m.contains("after the end")), "{e}");
     }
 
     #[test]
