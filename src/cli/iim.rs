@@ -879,7 +879,7 @@ async fn compare(iim: &Iim) -> i32 {
     let l = iim.loaded();
     let mut ps = PullSpec::new(l.source.clone(), PathBuf::from(&l.cfg.local));
     let c = conn_settings(&l.cfg);
-    c.apply(&mut ps);
+    ps.conn = c;
     ps.dry_run = true;
     ps.delete = true;
     let mon = Arc::new(Counter { items: AtomicU64::new(0), deletes: AtomicU64::new(0), show: iim.level() >= LogLevel::Verbose });

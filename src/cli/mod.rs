@@ -787,11 +787,11 @@ async fn cmd_sync(
     };
     let dry = x.dry_run || !mode.syncs();
     let mut ps = PullSpec::new(spec, dest.clone());
-    ps.port = conn.port;
-    ps.protocol = conn.protocol;
-    ps.password = password(conn)?;
-    ps.timeout = conn.timeout.filter(|&t| t > 0).map(Duration::from_secs);
-    ps.contimeout = conn.contimeout.map(Duration::from_secs);
+    ps.conn.port = conn.port;
+    ps.conn.protocol = conn.protocol;
+    ps.conn.password = password(conn)?;
+    ps.conn.timeout = conn.timeout.filter(|&t| t > 0).map(Duration::from_secs);
+    ps.conn.contimeout = conn.contimeout.map(Duration::from_secs);
     ps.delete = x.delete || !mode.syncs();
     ps.max_delete = x.max_delete;
     ps.dry_run = dry;

@@ -152,9 +152,9 @@ pub fn remote_at(upstream: &str) -> Result<RemoteSpec, JobError> {
 /// A pull spec with the job's connection settings.
 pub fn base_spec(job: &JobConfig, source: RemoteSpec, dest: &Path, password: Option<Vec<u8>>) -> PullSpec {
     let mut ps = PullSpec::new(source, dest.to_path_buf());
-    ps.timeout = job.timeout;
-    ps.contimeout = job.contimeout;
-    ps.password = password;
+    ps.conn.timeout = job.timeout;
+    ps.conn.contimeout = job.contimeout;
+    ps.conn.password = password;
     ps.partial_dir = job.partial_dir.clone();
     // A job's tree appears to readers all at once (the late paths after it):
     // its files are renamed into place together at the end.
@@ -201,9 +201,9 @@ pub async fn fetch_file(
         Some(j) => base_spec(j, src, dir, password),
         None => {
             let mut p = PullSpec::new(src, dir.to_path_buf());
-            p.timeout = timeout;
-            p.contimeout = timeout;
-            p.password = password;
+            p.conn.timeout = timeout;
+            p.conn.contimeout = timeout;
+            p.conn.password = password;
             p.delay_updates = true;
             p
         }

@@ -20,11 +20,9 @@ use crate::proto::options;
 use crate::proto::session::{Mode, SessionConfig};
 use crate::transport::Connection;
 
-/// Everything that describes one pull.
-#[derive(Clone)]
-pub struct PullSpec {
-    pub source: RemoteSpec,
-    pub dest: PathBuf,
+/// How to reach the server: shared by every session of a job.
+#[derive(Debug, Clone, Default)]
+pub struct ConnSettings {
     /// Overrides the URL's port; default 873.
     pub port: Option<u16>,
     /// Highest protocol to offer (default 32).
@@ -34,6 +32,15 @@ pub struct PullSpec {
     pub password: Option<Vec<u8>>,
     pub timeout: Option<Duration>,
     pub contimeout: Option<Duration>,
+}
+
+/// Everything that describes one pull.
+#[derive(Clone)]
+pub struct PullSpec {
+    pub source: RemoteSpec,
+    pub dest: PathBuf,
+    /// How to reach the server (port, protocol, login, timeouts).
+    pub conn: ConnSettings,
     pub delete: bool,
     pub max_delete: Option<u64>,
     pub dry_run: bool,
@@ -89,12 +96,7 @@ impl PullSpec {
         PullSpec {
             source,
             dest: dest.into(),
-            port: None,
-            protocol: None,
-            user: None,
-            password: None,
-            timeout: None,
-            contimeout: None,
+            conn: ConnSettings::default(),
             delete: false,
             max_delete: None,
             dry_run: false,
@@ -124,7 +126,7 @@ impl PullSpec {
     }
 
     fn user(&self) -> String {
-        self.user
+        self.conn.user
             .clone()
             .or_else(|| self.source.user.clone())
             .or_else(|| std::env::var("USER").ok())
@@ -175,7 +177,7 @@ impl PullSpec {
             numeric_ids: self.numeric_ids,
             compress: self.compress,
             checksum_choice: self.checksum_choice,
-            timeout: self.timeout.map(|t| t.as_secs() as u32),
+            timeout: self.conn.timeout.map(|t| t.as_secs() as u32),
             bwlimit: self.bwlimit,
             block_size: self.block_size,
             filter_rules,
@@ -186,11 +188,11 @@ impl PullSpec {
         };
         let cfg = SessionConfig {
             mode: if self.source.shell { Mode::RemoteShell } else { Mode::Daemon },
-            max_protocol: self.protocol.unwrap_or(32),
+            max_protocol: self.conn.protocol.unwrap_or(32),
             module: Some(self.source.module.clone()),
             remote_paths: vec![self.source.remote_arg()],
             user: self.user(),
-            password: self.password.clone(),
+            password: self.conn.password.clone(),
             opts,
         };
         let job = SyncJob {
@@ -245,7 +247,7 @@ impl PullSpec {
         if argv.is_empty() {
             return Err(SyncError::Local { msg: "empty --rsh command".into(), code: ExitCode::Syntax });
         }
-        if let Some(u) = self.user.clone().or_else(|| self.source.user.clone()) {
+        if let Some(u) = self.conn.user.clone().or_else(|| self.source.user.clone()) {
             argv.push("-l".into());
             argv.push(u.into());
         }
@@ -269,10 +271,10 @@ impl PullSpec {
 
     /// Connect to the daemon this spec names.
     pub async fn connect(&self) -> Result<Connection, SyncError> {
-        let port = self.port.or(self.source.port).unwrap_or(873);
-        let mut c = Connection::connect(&self.source.host, port, self.contimeout).await?;
-        c.set_idle_timeout(self.timeout.filter(|t| !t.is_zero()));
-        c.set_handshake_timeout(self.contimeout.filter(|t| !t.is_zero()));
+        let port = self.conn.port.or(self.source.port).unwrap_or(873);
+        let mut c = Connection::connect(&self.source.host, port, self.conn.contimeout).await?;
+        c.set_idle_timeout(self.conn.timeout.filter(|t| !t.is_zero()));
+        c.set_handshake_timeout(self.conn.contimeout.filter(|t| !t.is_zero()));
         Ok(c)
     }
 }
@@ -288,7 +290,7 @@ pub async fn pull(spec: &PullSpec, mon: Arc<dyn Monitor>) -> Result<SyncReport, 
         let argv = spec.shell_command(&cfg)?;
         tracing::debug!(?argv, "starting remote shell");
         let mut c = Connection::spawn(&argv)?;
-        c.set_idle_timeout(spec.timeout.filter(|t| !t.is_zero()));
+        c.set_idle_timeout(spec.conn.timeout.filter(|t| !t.is_zero()));
         c
     } else {
         spec.connect().await?

@@ -59,7 +59,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::engine::deadline::{self, Deadline};
-use crate::engine::pull::PullSpec;
 use crate::exit::ExitCode;
 use crate::recent::{Epoch, RecentError};
 use crate::remote::RemoteSpec;
@@ -77,29 +76,7 @@ pub const DEFAULT_DIRTYMARK_MIN_INTERVAL_SECS: u64 = 3600;
 /// Default time budget of one pass during a catch-up.
 pub const DEFAULT_PASS_BUDGET_SECS: u64 = 120;
 
-/// Connection settings shared by every session.
-#[derive(Debug, Clone, Default)]
-pub struct ConnSettings {
-    pub port: Option<u16>,
-    pub protocol: Option<i32>,
-    pub user: Option<String>,
-    pub password: Option<Vec<u8>>,
-    pub timeout: Option<Duration>,
-    pub contimeout: Option<Duration>,
-}
-
-impl ConnSettings {
-    pub fn apply(&self, spec: &mut PullSpec) {
-        spec.port = self.port;
-        spec.protocol = self.protocol;
-        if self.user.is_some() {
-            spec.user = self.user.clone();
-        }
-        spec.password = self.password.clone();
-        spec.timeout = self.timeout;
-        spec.contimeout = self.contimeout;
-    }
-}
+pub use crate::engine::pull::ConnSettings;
 
 /// One tree: a directory of the upstream with its own RECENT files.
 #[derive(Debug, Clone, PartialEq, Eq)]

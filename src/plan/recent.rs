@@ -158,7 +158,7 @@ enum PullWhat<'n> {
 
 async fn run_pull(ctx: &TreeCtx<'_>, into: &Path, what: PullWhat<'_>, checksum: bool, filters: FilterList) -> Result<Pulled, PassError> {
     let mut spec = PullSpec::new(ctx.source.clone(), into.to_path_buf());
-    ctx.cfg.conn.apply(&mut spec);
+    spec.conn = ctx.cfg.conn.clone();
     spec.checksum = checksum || ctx.cfg.checksum;
     spec.safe_links = ctx.cfg.safe_links;
     spec.filters = Arc::new(filters);
