@@ -235,8 +235,7 @@ pub fn link_followers(ctx: &Ctx, links: &[Link], rep: &mut CommitReport) {
                 Some(m) if m.kind == Kind::File => {}
                 _ => return Err(std::io::Error::other("hard-link leader is missing")),
             }
-            let tmp = dest::tmp_name(fbase, ctx.unique());
-            ldir.link(lbase, &fdir, &tmp)?;
+            let (tmp, ()) = dest::under_tmp_name(fbase, || ctx.unique(), |t| ldir.link(lbase, &fdir, t))?;
             if let Some(m) = fdir.stat(fbase)? {
                 if m.kind == Kind::Dir {
                     fdir.remove_all(fbase)?;

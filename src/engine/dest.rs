@@ -824,6 +824,43 @@ pub fn is_tmp_name(name: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// Taken temp names are skipped, never reused or removed; after 8 taken
+    /// names it gives up with `AlreadyExists`; other errors end it at once.
+    #[test]
+    fn under_tmp_name_skips_taken_names() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Dest::open(t.path(), false).unwrap().root().clone();
+        for u in [1u64, 2] {
+            root.symlink(b"theirs", &tmp_name(b"f", u)).unwrap();
+        }
+        let mut next = 0u64;
+        let mut uniq = || {
+            next += 1;
+            next
+        };
+        let (name, ()) = under_tmp_name(b"f", &mut uniq, |n| root.symlink(b"mine", n)).unwrap();
+        assert_eq!(name, tmp_name(b"f", 3));
+        for u in [1u64, 2] {
+            assert_eq!(root.readlink(&tmp_name(b"f", u)).unwrap(), b"theirs");
+        }
+        assert_eq!(root.readlink(&name).unwrap(), b"mine");
+
+        let mut tries = 0;
+        let e = under_tmp_name(b"g", || 7, |_| -> io::Result<()> {
+            tries += 1;
+            Err(io::Error::from(io::ErrorKind::AlreadyExists))
+        })
+        .unwrap_err();
+        assert_eq!((e.kind(), tries), (io::ErrorKind::AlreadyExists, 8));
+        let mut tries = 0;
+        let e = under_tmp_name(b"g", || 7, |_| -> io::Result<()> {
+            tries += 1;
+            Err(io::Error::from(io::ErrorKind::PermissionDenied))
+        })
+        .unwrap_err();
+        assert_eq!((e.kind(), tries), (io::ErrorKind::PermissionDenied, 1));
+    }
+
     /// The packed listing holds what `list` would, sorts in byte order and
     /// answers membership by binary search.
     #[test]

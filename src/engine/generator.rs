@@ -819,8 +819,7 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
         let code = if local.map(|m| m.kind == Kind::Symlink).unwrap_or(false) { "cLc.t......" } else { "cL+++++++++" };
         ctx.monitor.item(&item(code, e));
         if !dry {
-            let tmp = dest::tmp_name(base, ctx.unique());
-            dir.symlink(&target, &tmp)?;
+            let (tmp, ()) = dest::under_tmp_name(base, || ctx.unique(), |t| dir.symlink(&target, t))?;
             if ctx.opts.times {
                 // Best effort: not every filesystem stores symlink times.
                 let _ = dir.set_mtime(&tmp, e.mtime, e.mtime_nsec);
@@ -847,8 +846,7 @@ fn one_entry(&mut self, ndx: i32, e: &FileEntry, rep: &mut GenReport, tx: &mpsc:
         }
         ctx.monitor.item(&item(if is_dev { "cD+++++++++" } else { "cS+++++++++" }, e));
         if !dry {
-            let tmp = dest::tmp_name(base, ctx.unique());
-            dir.mknod(&tmp, mode, rdev)?;
+            let (tmp, ()) = dest::under_tmp_name(base, || ctx.unique(), |t| dir.mknod(t, mode, rdev))?;
             if ctx.opts.times {
                 dir.set_mtime(&tmp, e.mtime, e.mtime_nsec)?;
             }

@@ -322,9 +322,9 @@ fn publish_recent(ctx: &TreeCtx<'_>, dest: &Dest, chain_names: &[String], princi
             continue;
         }
         let bytes = std::fs::read(&src).map_err(|e| PassError::Io(format!("{}: {e}", src.display())))?;
-        let tmp = dest::tmp_name(name.as_bytes(), uniq());
+        let cannot = |e: std::io::Error| PassError::Io(format!("cannot publish {name}: {e}"));
+        let (tmp, mut f) = dest::under_tmp_name(name.as_bytes(), &mut uniq, |t| root.create_excl(t)).map_err(cannot)?;
         let r = (|| -> std::io::Result<()> {
-            let mut f = root.create_excl(&tmp)?;
             f.write_all(&bytes)?;
             dest::set_file_attrs(&f, Some(md.mode() & 0o7777), Some((mt, mns)))?;
             f.sync_all()?;
@@ -338,7 +338,7 @@ fn publish_recent(ctx: &TreeCtx<'_>, dest: &Dest, chain_names: &[String], princi
         })();
         if let Err(e) = r {
             let _ = root.unlink(&tmp);
-            return Err(PassError::Io(format!("cannot publish {name}: {e}")));
+            return Err(cannot(e));
         }
         n += 1;
     }
@@ -352,9 +352,10 @@ fn publish_recent(ctx: &TreeCtx<'_>, dest: &Dest, chain_names: &[String], princi
             && root.readlink(pname).ok().as_deref() == Some(target.as_bytes())
             && md.as_ref().map_or(true, |md| cur.is_some_and(|m| m.mtime == md.mtime() && m.mtime_nsec == md.mtime_nsec() as u32));
         if !same {
-            let tmp = dest::tmp_name(pname, uniq());
+            let cannot = |e: std::io::Error| PassError::Io(format!("cannot publish {}: {e}", ctx.tree.principal));
+            let (tmp, ()) =
+                dest::under_tmp_name(pname, &mut uniq, |t| root.symlink(target.as_bytes(), t)).map_err(cannot)?;
             let r = (|| -> std::io::Result<()> {
-                root.symlink(target.as_bytes(), &tmp)?;
                 if let Some(md) = &md {
                     root.set_mtime(&tmp, md.mtime(), md.mtime_nsec() as u32)?;
                 }
@@ -362,7 +363,7 @@ fn publish_recent(ctx: &TreeCtx<'_>, dest: &Dest, chain_names: &[String], princi
             })();
             if let Err(e) = r {
                 let _ = root.unlink(&tmp);
-                return Err(PassError::Io(format!("cannot publish {}: {e}", ctx.tree.principal)));
+                return Err(cannot(e));
             }
             n += 1;
         }
