@@ -845,20 +845,15 @@ mod tests {
         }
         assert_eq!(root.readlink(&name).unwrap(), b"mine");
 
-        let mut tries = 0;
-        let e = under_tmp_name(b"g", || 7, |_| -> io::Result<()> {
-            tries += 1;
-            Err(io::Error::from(io::ErrorKind::AlreadyExists))
-        })
-        .unwrap_err();
-        assert_eq!((e.kind(), tries), (io::ErrorKind::AlreadyExists, 8));
-        let mut tries = 0;
-        let e = under_tmp_name(b"g", || 7, |_| -> io::Result<()> {
-            tries += 1;
-            Err(io::Error::from(io::ErrorKind::PermissionDenied))
-        })
-        .unwrap_err();
-        assert_eq!((e.kind(), tries), (io::ErrorKind::PermissionDenied, 1));
+        for (kind, want_tries) in [(io::ErrorKind::AlreadyExists, 8), (io::ErrorKind::PermissionDenied, 1)] {
+            let mut tries = 0;
+            let e = under_tmp_name(b"g", || 7, |_| -> io::Result<()> {
+                tries += 1;
+                Err(io::Error::from(kind))
+            })
+            .unwrap_err();
+            assert_eq!((e.kind(), tries), (kind, want_tries));
+        }
     }
 
     /// The packed listing holds what `list` would, sorts in byte order and
