@@ -29,7 +29,7 @@ use crate::engine::commit::DeleteOpts;
 use crate::engine::generator::LocalOpts;
 use crate::engine::monitor::{Item, Monitor};
 use crate::engine::partial::PartialDir;
-use crate::engine::pull::PullSpec;
+use crate::engine::pull::{ConnSettings, PullSpec};
 use crate::engine::{SyncJob, SyncReport};
 use crate::exit::ExitCode;
 use crate::filter::FilterList;
@@ -463,6 +463,19 @@ impl Mode {
     }
 }
 
+/// The connection options of the command line, as every session uses them
+/// (`--timeout 0` means none).
+fn conn_settings(conn: &ConnArgs) -> Result<ConnSettings, CliError> {
+    Ok(ConnSettings {
+        port: conn.port,
+        protocol: conn.protocol,
+        user: None,
+        password: password(conn)?,
+        timeout: conn.timeout.filter(|&t| t > 0).map(Duration::from_secs),
+        contimeout: conn.contimeout.map(Duration::from_secs),
+    })
+}
+
 fn password(conn: &ConnArgs) -> Result<Option<Vec<u8>>, CliError> {
     if let Some(f) = &conn.password_file {
         let data = std::fs::read(f)
@@ -787,11 +800,7 @@ async fn cmd_sync(
     };
     let dry = x.dry_run || !mode.syncs();
     let mut ps = PullSpec::new(spec, dest.clone());
-    ps.conn.port = conn.port;
-    ps.conn.protocol = conn.protocol;
-    ps.conn.password = password(conn)?;
-    ps.conn.timeout = conn.timeout.filter(|&t| t > 0).map(Duration::from_secs);
-    ps.conn.contimeout = conn.contimeout.map(Duration::from_secs);
+    ps.conn = conn_settings(conn)?;
     ps.delete = x.delete || !mode.syncs();
     ps.max_delete = x.max_delete;
     ps.dry_run = dry;

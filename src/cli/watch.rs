@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{password, CliError, ConnArgs};
+use super::{conn_settings, CliError, ConnArgs};
 use crate::engine::monitor::Monitor;
 use crate::exit::ExitCode;
 use crate::plan::{self, Level, PassReport, TreeConfig, WatchConfig, WatchLogger};
@@ -300,14 +300,7 @@ pub(super) async fn cmd_watch(src: &str, dest: PathBuf, conn: &ConnArgs, w: &Wat
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut cfg = WatchConfig::new(spec, dest);
-    cfg.conn = plan::ConnSettings {
-        port: conn.port,
-        protocol: conn.protocol,
-        user: None,
-        password: password(conn)?,
-        timeout: conn.timeout.filter(|&t| t > 0).map(Duration::from_secs),
-        contimeout: conn.contimeout.map(Duration::from_secs),
-    };
+    cfg.conn = conn_settings(conn)?;
     cfg.interval = Duration::from_secs(w.interval);
     cfg.once = w.once;
     cfg.since = w.since.as_deref().map(|s| parse_since(s, now)).transpose().map_err(CliError::syntax)?;
