@@ -484,12 +484,13 @@ impl Receiver {
 /// written to a temp that cannot be given its name.
 fn anon_temps_work(dir: &DirHandle, ctx: &Ctx) -> bool {
     let Some(f) = dir.create_anon() else { return false };
-    let probe = dest::tmp_name(b"probe", ctx.unique());
-    let ok = dir.link_anon(&f, &probe).is_ok();
-    if ok {
-        let _ = dir.unlink(&probe);
+    match dest::under_tmp_name(b"probe", || ctx.unique(), |t| dir.link_anon(&f, t)) {
+        Ok((probe, ())) => {
+            let _ = dir.unlink(&probe);
+            true
+        }
+        Err(_) => false,
     }
-    ok
 }
 
 /// Write buffer for a file of `size` bytes (the sender's length; the real
